@@ -1,0 +1,290 @@
+"""Weight-free dense point tracking by chaining OpenCV DIS optical flow.
+
+Why this exists: voting and E_track need point tracks, and CoTracker is optional (non-commercial
+licence, weights to download). DIS flow on grey frames at a working scale (long side 480 by default)
+costs a few milliseconds per frame pair on a CPU, so the whole weight-free path stays interactive.
+
+Occlusion handling is the classic forward-backward check: where the flow into the next frame and the
+flow back do not cancel, the pixel is occluded (or the flow is wrong) and the point is lost for good.
+
+Coordinates: video pixels have their centres at integers; working pixels likewise, related by
+`x_work = (x_video + 0.5) * (w / W) - 0.5` per axis (see `DenseFlows.to_working`).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import BadInputError
+from .base import Tracks
+
+PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+# Forward-backward test (Sundaram et al. 2010): |f + b(x+f)|^2 < REL * (|f|^2 + |b(x+f)|^2) + ABS, working px.
+FB_REL = 0.01
+FB_ABS = 0.5
+# Motion-boundary test (the second criterion of Sundaram et al.): |grad u|^2 + |grad v|^2 > REL |w|^2 + ABS.
+# DIS's variational refinement smears flow across an object's trailing edge, where the forward-backward
+# test passes yet background points slide onto the object; flagging steep flow gradients stops that.
+MB_REL = 0.01
+MB_ABS = 0.002
+# The machine the weight-free path targets has 2 cores; more threads only add contention.
+CV_THREADS = 2
+
+
+@dataclass
+class DenseFlows:
+    """Flow between consecutive frames of a clip at working resolution.
+
+    forward:  (T-1, h, w, 2) float32, flow frame t -> t+1 (working px).
+    backward: (T-1, h, w, 2) float32, flow frame t+1 -> t.
+    fwd_ok:   (T-1, h, w) bool, forward flow passes the forward-backward test, lands inside the frame
+              and (unless turned off) is not on a motion boundary.
+    bwd_ok:   (T-1, h, w) bool, the same for the backward flow.
+    scale:    working px per video px (w / W; the vertical ratio h / H differs only by rounding).
+    size:     (h, w) working size.
+    video_size: (H, W) size of the video the flows were computed from.
+    """
+
+    forward: np.ndarray
+    backward: np.ndarray
+    fwd_ok: np.ndarray
+    bwd_ok: np.ndarray
+    scale: float
+    size: tuple[int, int]
+    video_size: tuple[int, int]
+
+    @property
+    def num_frames(self) -> int:
+        return self.forward.shape[0] + 1
+
+    def _ratios(self) -> np.ndarray:
+        (h, w), (hv, wv) = self.size, self.video_size
+        return np.array([w / wv, h / hv], dtype=np.float64)
+
+    def to_working(self, xy: np.ndarray) -> np.ndarray:
+        """(..., 2) video px -> working px."""
+        return ((np.asarray(xy, np.float64) + 0.5) * self._ratios() - 0.5).astype(np.float32)
+
+    def to_video(self, xy: np.ndarray) -> np.ndarray:
+        """(..., 2) working px -> video px."""
+        return ((np.asarray(xy, np.float64) + 0.5) / self._ratios() - 0.5).astype(np.float32)
+
+    def grid_points(self) -> np.ndarray:
+        """(h*w, 2) video-px positions of the working-grid pixel centres, row-major (index = y*w + x)."""
+        h, w = self.size
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        return self.to_video(np.stack([xs.ravel(), ys.ravel()], axis=-1))
+
+
+@contextmanager
+def _cv_threads(n: int) -> Iterator[None]:
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
+def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(h, w) with the long side at most `max_side`; never upsamples."""
+    s = min(1.0, max_side / max(height, width))
+    return max(1, round(height * s)), max(1, round(width * s))
+
+
+def _grey_frames(video: np.ndarray, size: tuple[int, int]) -> list[np.ndarray]:
+    h, w = size
+    out = []
+    for frame in video:
+        u8 = np.clip(frame * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        g = cv2.cvtColor(u8, cv2.COLOR_RGB2GRAY)
+        if g.shape != (h, w):
+            g = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
+        out.append(g)
+    return out
+
+
+def _sample(img: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Bilinear sample of img (h, w, C) float32 at pos (M, 2) working px -> (M, C); edges replicate.
+
+    cv2.remap wants 2-D maps no wider than SHRT_MAX, so the points are laid out in rows of 4096.
+    """
+    m = pos.shape[0]
+    cols = max(1, min(m, 4096))
+    rows = -(-m // cols)
+    maps = np.zeros((rows * cols, 2), np.float32)
+    maps[:m] = pos
+    maps = maps.reshape(rows, cols, 2)
+    out = cv2.remap(img, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(rows * cols, -1)[:m]
+
+
+def _inside(pos: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    x, y = pos[..., 0], pos[..., 1]
+    return (x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)
+
+
+def consistency(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
+    """Forward-backward test of `flow` (h, w, 2) against the reverse flow `back` (h, w, 2) -> (h, w) bool.
+
+    True where x + flow(x) lies inside the frame and back(x + flow(x)) returns to x up to the tolerance.
+    """
+    h, w = flow.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    tx, ty = xs + flow[..., 0], ys + flow[..., 1]
+    bw = cv2.remap(back, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    err = np.sum((flow + bw) ** 2, axis=-1)
+    tol = FB_REL * (np.sum(flow**2, axis=-1) + np.sum(bw**2, axis=-1)) + FB_ABS
+    inside = (tx >= -0.5) & (tx <= w - 0.5) & (ty >= -0.5) & (ty <= h - 0.5)
+    return (err < tol) & inside
+
+
+def motion_boundary(flow: np.ndarray) -> np.ndarray:
+    """(h, w) bool: True where flow (h, w, 2) changes steeply relative to its size (see MB_REL)."""
+    gx = cv2.Sobel(flow, cv2.CV_32F, 1, 0, ksize=1) * 0.5
+    gy = cv2.Sobel(flow, cv2.CV_32F, 0, 1, ksize=1) * 0.5
+    grad = np.sum(gx**2 + gy**2, axis=-1)
+    return grad > MB_REL * np.sum(flow**2, axis=-1) + MB_ABS
+
+
+def compute_flows(
+    video: np.ndarray, *, max_side: int = 480, preset: str = "medium", boundary_test: bool = True
+) -> DenseFlows:
+    """DIS flow both ways between consecutive frames of video (T, H, W, 3) float32 [0, 1].
+
+    boundary_test: also mark motion boundaries as not ok (stops tracks sliding across object edges).
+    """
+    if video.ndim != 4 or video.shape[-1] != 3:
+        raise BadInputError(f"video must be (T, H, W, 3), got shape {tuple(video.shape)}")
+    if preset not in PRESETS:
+        raise BadInputError(f"unknown flow preset {preset!r}; expected one of {sorted(PRESETS)}")
+    t, hv, wv = video.shape[:3]
+    h, w = working_size(hv, wv, max_side)
+    n = max(t - 1, 0)
+    forward = np.zeros((n, h, w, 2), np.float32)
+    backward = np.zeros((n, h, w, 2), np.float32)
+    fwd_ok = np.zeros((n, h, w), bool)
+    bwd_ok = np.zeros((n, h, w), bool)
+    with _cv_threads(CV_THREADS):
+        grey = _grey_frames(video, (h, w))
+        dis = cv2.DISOpticalFlow_create(PRESETS[preset])
+        for i in range(n):
+            forward[i] = dis.calc(grey[i], grey[i + 1], None)
+            backward[i] = dis.calc(grey[i + 1], grey[i], None)
+            fwd_ok[i] = consistency(forward[i], backward[i])
+            bwd_ok[i] = consistency(backward[i], forward[i])
+            if boundary_test:
+                fwd_ok[i] &= ~motion_boundary(forward[i])
+                bwd_ok[i] &= ~motion_boundary(backward[i])
+    return DenseFlows(forward, backward, fwd_ok, bwd_ok, w / wv, (h, w), (hv, wv))
+
+
+def _step(pos: np.ndarray, flow: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move points pos (M, 2) one frame along flow; -> (new pos (M, 2), still-trackable (M,) bool)."""
+    packed = np.concatenate([flow, ok[..., None].astype(np.float32)], axis=-1)
+    s = _sample(packed, pos)
+    new = pos + s[:, :2]
+    return new, (s[:, 2] >= 0.5) & _inside(new, ok.shape)
+
+
+def chain(flows: DenseFlows, pos: np.ndarray, frame: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Follow points pos (M, 2) working px at `frame` to every frame in [lo, hi].
+
+    Returns (points (hi-lo+1, M, 2) working px, visible (hi-lo+1, M) bool). A point that fails the
+    forward-backward test or leaves the frame stays lost; its position is frozen where it was lost.
+    """
+    if not (0 <= lo <= frame <= hi < flows.num_frames):
+        raise ValueError(f"frames [{lo}, {hi}] around {frame} outside clip of {flows.num_frames} frames")
+    m = pos.shape[0]
+    pts = np.empty((hi - lo + 1, m, 2), np.float32)
+    vis = np.zeros((hi - lo + 1, m), bool)
+    pos = np.asarray(pos, np.float32)
+    pts[frame - lo], vis[frame - lo] = pos, True
+    for direction, stop in ((1, hi), (-1, lo)):
+        cur, alive = pos.copy(), np.ones(m, bool)
+        for t in range(frame, stop, direction):
+            if direction == 1:
+                new, ok = _step(cur, flows.forward[t], flows.fwd_ok[t])
+            else:
+                new, ok = _step(cur, flows.backward[t - 1], flows.bwd_ok[t - 1])
+            alive &= ok
+            cur = np.where(alive[:, None], new, cur)
+            pts[t + direction - lo], vis[t + direction - lo] = cur, alive
+    return pts, vis
+
+
+def dense_tracks(flows: DenseFlows, frame: int, frames: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Track every working-grid pixel of `frame` to each frame in `frames`.
+
+    Returns (points (len(frames), h*w, 2) float32 in video px, visible (len(frames), h*w) bool);
+    query i is the working pixel (x, y) = (i % w, i // w), see `DenseFlows.grid_points`.
+    """
+    frames = list(frames)
+    lo, hi = min(frames + [frame]), max(frames + [frame])
+    h, w = flows.size
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    grid = np.stack([xs.ravel(), ys.ravel()], axis=-1)
+    pts, vis = chain(flows, grid, frame, lo, hi)
+    idx = np.asarray(frames) - lo
+    return torch.from_numpy(flows.to_video(pts[idx])), torch.from_numpy(vis[idx])
+
+
+class FlowTracker:
+    """`Tracker` backed by chained DIS optical flow; no weights, CPU only.
+
+    Flows are cached for the last video seen (by identity), so voting, propagation and
+    `track` on the same array compute them once. Don't modify the array in place between calls.
+    """
+
+    name = "flow"
+
+    def __init__(self, max_side: int = 480, preset: str = "medium", boundary_test: bool = True) -> None:
+        if preset not in PRESETS:
+            raise BadInputError(f"unknown flow preset {preset!r}; expected one of {sorted(PRESETS)}")
+        self.max_side = max_side
+        self.preset = preset
+        self.boundary_test = boundary_test
+        self._cached: tuple[np.ndarray, DenseFlows] | None = None
+
+    def flows(self, video: np.ndarray) -> DenseFlows:
+        """DenseFlows of video (T, H, W, 3) float32 [0, 1], computed once per video object."""
+        if self._cached is not None and self._cached[0] is video:
+            return self._cached[1]
+        flows = compute_flows(
+            video, max_side=self.max_side, preset=self.preset, boundary_test=self.boundary_test
+        )
+        self._cached = (video, flows)
+        return flows
+
+    def track(self, video: np.ndarray, queries: np.ndarray) -> Tracks:
+        """Track queries (N, 3) rows (t, x, y) video px through video (T, H, W, 3); see `Tracker`."""
+        queries = np.asarray(queries, np.float64).reshape(-1, 3)
+        t_count = video.shape[0]
+        qt = np.round(queries[:, 0]).astype(np.int64)
+        if queries.size and (qt.min() < 0 or qt.max() >= t_count):
+            raise BadInputError(f"query frame outside 0..{t_count - 1}: {int(qt.min())}..{int(qt.max())}")
+        flows = self.flows(video)
+        n = queries.shape[0]
+        points = np.zeros((t_count, n, 2), np.float32)
+        visible = np.zeros((t_count, n), bool)
+        for t0 in np.unique(qt):
+            idx = np.nonzero(qt == t0)[0]
+            start = flows.to_working(queries[idx, 1:])
+            pts, vis = chain(flows, start, int(t0), 0, t_count - 1)
+            points[:, idx] = flows.to_video(pts)
+            points[t0, idx] = queries[idx, 1:]
+            visible[:, idx] = vis
+        return Tracks(torch.from_numpy(points), torch.from_numpy(visible))
