@@ -158,9 +158,8 @@ def test_warping_error_with_dis_flow_from_plates():
     moving_next = np.stack([m1, 1.0 - m1])
     err = warping_error(moving, moving_next, p0, p1)
     # Ignoring the motion is clearly worse than following it.
-    still = warping_error(
-        moving, moving_next, flow_fwd=np.zeros(m0.shape + (2,), np.float32), flow_bwd=np.zeros(m0.shape + (2,), np.float32)
-    )
+    zero = np.zeros(m0.shape + (2,), np.float32)
+    still = warping_error(moving, moving_next, flow_fwd=zero, flow_bwd=zero)
     assert err < 0.01
     assert still > 5 * err
     flicker = moving_next.copy()

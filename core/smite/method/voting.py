@@ -44,7 +44,9 @@ def sample_along_tracks(probs: Tensor, tracks: Tensor) -> Tensor:
     rather than fading towards zero, so a probability vector never loses mass by being near a border.
     """
     if probs.dim() != 4 or tracks.dim() != 3 or tracks.shape[-1] != 2:
-        raise ValueError(f"expected probs (T,K,H,W) and tracks (T,N,2), got {tuple(probs.shape)} and {tuple(tracks.shape)}")
+        raise ValueError(
+            f"expected probs (T,K,H,W) and tracks (T,N,2), got {tuple(probs.shape)} and {tuple(tracks.shape)}"
+        )
     if tracks.shape[0] != probs.shape[0]:
         raise ValueError(f"tracks cover {tracks.shape[0]} frames but probs has {probs.shape[0]}")
     t, _, h, w = probs.shape
@@ -72,7 +74,9 @@ def vote(samples: Tensor, visible: Tensor) -> Tensor:
       callers that need to tell such points apart can check `visible.any(0)`).
     """
     if samples.dim() != 3 or visible.shape != (samples.shape[0], samples.shape[2]):
-        raise ValueError(f"expected samples (S,K,N) and visible (S,N), got {tuple(samples.shape)} and {tuple(visible.shape)}")
+        raise ValueError(
+            f"expected samples (S,K,N) and visible (S,N), got {tuple(samples.shape)} and {tuple(visible.shape)}"
+        )
     _, k, _ = samples.shape
     vis = visible.to(device=samples.device, dtype=torch.bool)
     visf = vis.to(samples.dtype)
