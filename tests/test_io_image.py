@@ -91,6 +91,17 @@ def test_read_label_map_plain_8bit_keeps_values(tmp_path):
     assert np.array_equal(read_label_map(str(tmp_path / "ids.png")), ids.astype(np.int32))
 
 
+def test_read_label_map_16bit_tiff_keeps_values(tmp_path):
+    ids = np.array([[0, 1, 2], [300, 4000, 65535]], np.uint16)
+    write_image(str(tmp_path / "ids.tif"), ids, dtype="uint16")
+    assert np.array_equal(read_label_map(str(tmp_path / "ids.tif")), ids.astype(np.int32))
+
+
+def test_read_label_map_float_exr_rounds(tmp_path):
+    write_image(str(tmp_path / "ids.exr"), np.array([[0.0, 1.0], [2.0, 2.9999]], np.float32))
+    assert np.array_equal(read_label_map(str(tmp_path / "ids.exr")), [[0, 1], [2, 3]])
+
+
 def test_write_creates_folder_and_writes_attributes(tmp_path):
     path = tmp_path / "deep" / "er" / "x.exr"
     write_image(str(path), _ramp(), dtype="half", compression="zips", attributes={"smite/job": "j7", "smite/n": 3})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from smite.errors import BadInputError, FrameError
+from smite.errors import BadInputError, FrameError, OutputError
 from smite.io.sequence import (
     check_output_pattern,
     discover_frames,
@@ -13,7 +13,6 @@ from smite.io.sequence import (
     parse_frame_range,
     require_frames,
 )
-from smite.errors import OutputError
 
 
 @pytest.mark.parametrize(

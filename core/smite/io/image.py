@@ -17,7 +17,7 @@ import OpenImageIO as oiio
 
 from ..errors import FrameError, OutputError
 
-_OUT_FORMATS = {"float": oiio.FLOAT, "half": oiio.HALF, "uint8": oiio.UINT8}
+_OUT_FORMATS = {"float": oiio.FLOAT, "half": oiio.HALF, "uint8": oiio.UINT8, "uint16": oiio.UINT16}
 _INT_FORMATS = {"uint8": "uint8", "int8": "int8", "uint16": "uint16", "int16": "int16", "uint32": "uint32", "int32": "int32"}
 
 
@@ -190,17 +190,18 @@ def write_image(
 ) -> None:
     """Write ``array`` ((H, W) or (H, W, C)) to ``path`` atomically, in the format of its extension.
 
-    ``dtype`` is the stored pixel type ("float", "half", "uint8"; float input is clamped to
-    [0, 1] for uint8). A missing folder is created; the temp file is removed on any failure.
+    ``dtype`` is the stored pixel type ("float", "half", "uint8", "uint16"; float input is
+    clamped to [0, 1] for integer types, integer input is taken as normalised). A missing
+    folder is created; the temp file is removed on any failure.
     """
     if dtype not in _OUT_FORMATS:
         raise ValueError(f"dtype must be one of {sorted(_OUT_FORMATS)}, not {dtype!r}")
     pixels = np.asarray(array)
-    if pixels.ndim == 2:
+    if pixels.ndim == 2:  # OIIO's Python binding misreads a 2-D array for a one-channel image
         pixels = pixels[:, :, None]
     if pixels.ndim != 3 or 0 in pixels.shape:
         raise ValueError(f"image array must be (H, W) or (H, W, C), got shape {np.shape(array)}")
-    if pixels.dtype not in (np.float32, np.uint8, np.float16):
+    if pixels.dtype not in (np.float32, np.float16, np.uint8, np.uint16):
         pixels = pixels.astype(np.float32)
     pixels = np.ascontiguousarray(pixels)
     height, width, channels = pixels.shape
