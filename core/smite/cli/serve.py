@@ -1,0 +1,51 @@
+"""`smite serve`: run the JSON-RPC server on stdin/stdout for a host (Nuke, Blender) to drive.
+
+Not meant to be typed by hand: `smite.client.SmiteClient` starts it. The protocol is moved to a
+private copy of stdout first, so nothing a library prints can corrupt it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from ..protocol import MAX_LINE_BYTES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smite serve",
+        description="JSON-RPC 2.0 server (one JSON object per line on stdin/stdout) used by the host plugins.",
+    )
+    parser.add_argument("--max-line", type=int, default=MAX_LINE_BYTES, metavar="BYTES",
+                        help="longest accepted message line (default: %(default)s)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="smite log records at this level and above are sent to the client as `log`")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..server import LogForwarder, Server, protect_stdout
+
+    out = protect_stdout()
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    server = Server(out)
+    forwarder = LogForwarder(server, getattr(logging, args.log_level.upper()))
+    smite_log = logging.getLogger("smite")
+    smite_log.addHandler(forwarder)
+    smite_log.setLevel(min(smite_log.getEffectiveLevel(), forwarder.level))
+    try:
+        return server.serve(sys.stdin.buffer)
+    except KeyboardInterrupt:
+        server.close(timeout=10.0)
+        return 130
+    finally:
+        smite_log.removeHandler(forwarder)
+        out.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
