@@ -1,0 +1,158 @@
+"""Weight-free backend: carry keyframe maps along optical flow, then SMITE's temporal module.
+
+Why: it runs anywhere without downloads, gives artists a usable matte today, and is the baseline
+the diffusion backend is measured against. Steps, at a working resolution (long side
+`work_max_side`):
+
+1. dense flow both ways between consecutive frames (`track.flow`);
+2. each reference's class maps are carried forward and backward frame by frame (backward
+   warping), re-snapped to the plate's edges after every step so soft boundaries don't blur away,
+   with a confidence that decays with distance and where the flow fails its forward-backward test;
+3. the carries from the nearest references on both sides are fused by confidence;
+4. temporal module (`settings.temporal`): SMITE's voting over a 15-frame window along dense tracks,
+   then the DCT low-pass consistency step that keeps the voted maps' coarse shape tied to the
+   per-frame evidence (`method.lowpass`).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..config import Settings
+from ..frames import FrameSource
+from ..method.lowpass import lowpass_consistency
+from ..method.voting import inside_mask, sample_along_tracks, vote, window_frames
+from ..refine import refine_to_plate
+from ..track.flow import DenseFlows, chain, compute_flows, working_size
+from .base import VideoState
+
+EPS = 1e-6
+
+
+def _warp(maps: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Backward-warp `maps` (h, w, C) by `flow` (h, w, 2): out(x) = maps(x + flow(x))."""
+    h, w = flow.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = cv2.remap(maps, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(h, w, -1)
+
+
+def _normalise(probs: np.ndarray) -> np.ndarray:
+    """Clip `(h, w, K)` maps to [0, 1] and make classes sum to one."""
+    probs = np.clip(probs, 0.0, 1.0)
+    return probs / np.maximum(probs.sum(axis=-1, keepdims=True), EPS)
+
+
+class PropagateBackend:
+    """Keyframe propagation along optical flow plus SMITE's temporal module; no weights."""
+
+    name = "propagate"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- predictor API -------------------------------------------------------------------------
+    def init_state(self, source: FrameSource, parts: Sequence[str]) -> VideoState:
+        return VideoState(source=source, parts=tuple(parts))
+
+    def add_reference(self, state: VideoState, frame: int, probs: np.ndarray) -> None:
+        if frame not in state.frame_numbers:
+            raise KeyError(f"reference frame {frame} is not among the loaded frames")
+        state.references[frame] = probs
+        state.cache.pop("fused", None)
+
+    def propagate(self, state: VideoState, frames: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        wanted = list(state.frame_numbers if frames is None else frames)
+        work, flows = self._working_frames(state)
+        fused = self._fused(state, work, flows)  # (T, h, w, K)
+        index = {f: i for i, f in enumerate(state.frame_numbers)}
+        for frame in wanted:
+            t = index[frame]
+            probs = fused[t]
+            if self.settings.temporal:
+                probs = self._temporal(fused, flows, t)
+            yield frame, np.ascontiguousarray(probs.transpose(2, 0, 1))
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _working_frames(self, state: VideoState) -> tuple[np.ndarray, DenseFlows]:
+        if "work" not in state.cache:
+            h, w = working_size(*state.source.size, self.settings.work_max_side)
+            work = np.stack(
+                [cv2.resize(state.source.get(f), (w, h), interpolation=cv2.INTER_AREA) for f in state.frame_numbers]
+            )
+            state.cache["work"] = work
+            state.cache["flows"] = compute_flows(work, max_side=self.settings.work_max_side, preset=self.settings.flow_preset)
+        return state.cache["work"], state.cache["flows"]  # type: ignore[return-value]
+
+    def _snap(self, probs: np.ndarray, guide: np.ndarray) -> np.ndarray:
+        """Re-align carried soft maps `(h, w, K)` with the edges of the frame they now sit on."""
+        s = self.settings
+        snapped = refine_to_plate(probs.transpose(2, 0, 1), guide, radius=s.snap_radius, eps=s.snap_eps, subsample=1)
+        return snapped.transpose(1, 2, 0)
+
+    def _carry(self, work: np.ndarray, flows: DenseFlows, refs: dict[int, np.ndarray], order: list[int], step: int):
+        """Carry reference maps through frames in `order`; returns per-frame (maps, confidence) or None."""
+        s = self.settings
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(work)
+        maps = conf = None
+        for t in order:
+            if t in refs:
+                maps, conf = refs[t], np.ones(refs[t].shape[:2], np.float32)
+            elif maps is not None:
+                prev = t - step
+                # flow from t back to the frame we carry from: backward[t-1] when moving forward in time
+                flow, ok = (flows.backward[prev], flows.bwd_ok[prev]) if step == 1 else (flows.forward[t], flows.fwd_ok[t])
+                maps = self._snap(_warp(maps, flow), work[t])
+                conf = _warp(conf, flow)[..., 0] * s.carry_decay * np.where(ok, 1.0, s.occlusion_decay).astype(np.float32)
+            out[t] = None if maps is None else (maps, conf)
+        return out
+
+    def _fused(self, state: VideoState, work: np.ndarray, flows: DenseFlows) -> np.ndarray:
+        if "fused" in state.cache:
+            return state.cache["fused"]  # type: ignore[return-value]
+        h, w = flows.size
+        index = {f: i for i, f in enumerate(state.frame_numbers)}
+        refs = {
+            index[f]: _normalise(cv2.resize(p.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1))
+            for f, p in state.references.items()
+        }
+        if not refs:
+            raise ValueError("propagate needs at least one reference among the loaded frames")
+        n = len(work)
+        fwd = self._carry(work, flows, refs, list(range(n)), 1)
+        bwd = self._carry(work, flows, refs, list(range(n - 1, -1, -1)), -1)
+        k = next(iter(refs.values())).shape[-1]
+        fused = np.zeros((n, h, w, k), np.float32)
+        for t in range(n):
+            total = np.zeros((h, w, 1), np.float32)
+            for carried in (fwd[t], bwd[t]):
+                if carried is not None:
+                    maps, conf = carried
+                    weight = conf[..., None] + EPS
+                    fused[t] += weight * maps
+                    total += weight
+            fused[t] /= total
+        state.cache["fused"] = fused
+        return fused
+
+    def _temporal(self, fused: np.ndarray, flows: DenseFlows, t: int) -> np.ndarray:
+        """SMITE's temporal module for frame t: vote along dense tracks, then low-pass consistency."""
+        s = self.settings
+        n, h, w, _ = fused.shape
+        window = window_frames(t, n, s.vote_window)
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        grid = np.stack([xs.ravel(), ys.ravel()], axis=-1)
+        pts, vis = chain(flows, grid, t, window.start, window.stop - 1)
+        probs = torch.from_numpy(np.ascontiguousarray(fused[window.start : window.stop].transpose(0, 3, 1, 2)))
+        pos = torch.from_numpy(pts)
+        samples = sample_along_tracks(probs, pos)
+        visible = torch.from_numpy(vis) & inside_mask(pos, h, w)
+        voted = vote(samples, visible).reshape(-1, h, w)  # (K, h, w)
+        current = torch.from_numpy(np.ascontiguousarray(fused[t].transpose(2, 0, 1)))
+        if s.lowpass_strength > 0:
+            voted = lowpass_consistency(voted[:, None], current[:, None], s.lowpass_tau, s.lowpass_strength)[:, 0]
+        return _normalise(voted.numpy().transpose(1, 2, 0))

@@ -1,0 +1,74 @@
+"""`smite segment`: a shot manifest in, one matte EXR per frame out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..config import Settings, load_shot
+from ..engine import segment_shot
+from ..errors import BadInputError
+from ..io.sequence import parse_frame_range
+from .progress import Progress
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that map onto `Settings` fields (shared by segment, demo and bench)."""
+    parser.add_argument("--backend", choices=["propagate", "diffusion"], help="segmentation backend (default propagate)")
+    parser.add_argument("--temporal", choices=["on", "off"], help="SMITE temporal module: voting + low-pass (default on)")
+    parser.add_argument("--settings", metavar="JSON", help="settings file (JSON object of Settings fields)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    data: dict = {}
+    if getattr(args, "settings", None):
+        try:
+            with open(args.settings, encoding="utf-8") as handle:
+                data.update(json.load(handle))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BadInputError(f"cannot read settings file {args.settings}: {exc}") from None
+    for item in getattr(args, "set", []) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise BadInputError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            data[key] = json.loads(value)
+        except json.JSONDecodeError:
+            data[key] = value
+    if getattr(args, "backend", None):
+        data["backend"] = args.backend
+    if getattr(args, "temporal", None):
+        data["temporal"] = args.temporal == "on"
+    if getattr(args, "context", None) is not None:
+        data["context"] = args.context
+    return Settings.from_dict(data)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shot", required=True, help="shot manifest (JSON)")
+    parser.add_argument("--out", required=True, help="output pattern, e.g. out/mattes.####.exr")
+    parser.add_argument("--frames", help="frame range to write, e.g. 1001-1050 (default: the whole shot)")
+    parser.add_argument("--context", type=int, help="extra frames read on each side of --frames (default 8)")
+    parser.add_argument("--preview", action="store_true", help="also write preview.png, a contact sheet")
+    parser.add_argument("--force", action="store_true", help="redo frames that are already complete")
+    parser.add_argument("--quiet", action="store_true", help="no bar; one 'PROGRESS done/total' line per frame")
+    add_settings_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    shot = load_shot(args.shot)
+    settings = settings_from_args(args)
+    frames = parse_frame_range(args.frames) if args.frames else None
+    progress = Progress(args.quiet)
+    try:
+        result = segment_shot(shot, args.out, settings, frames=frames, preview=args.preview, force=args.force,
+                              progress=progress)
+    finally:
+        progress.close()
+    if not args.quiet:
+        print(f"wrote {len(result.written)} frame(s), {len(result.skipped)} already complete: {args.out}", file=sys.stderr)
+        if result.preview:
+            print(f"preview: {result.preview}", file=sys.stderr)
+    return 0

@@ -1,0 +1,224 @@
+"""Shot manifest and settings: the one home of every tunable number.
+
+A `ShotSpec` says *what* to segment (plate, frames, parts, references); `Settings` says *how*.
+Both are frozen dataclasses loaded from JSON with validation, so a bad manifest fails early with
+one line naming the field, and a saved job can be compared with a new one (resume, farm chunks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import BadInputError, ManifestError
+from .io.sequence import format_frame_range, parse_frame_range
+
+SETTINGS_VERSION = 1
+PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+BACKENDS = ("propagate", "diffusion")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to segment. Defaults are the paper's values where the paper has one."""
+
+    backend: str = "propagate"  # weight-free path by default: runs without downloads
+    temporal: bool = True  # SMITE's temporal module (voting + low-pass); off only for ablations
+    vote_window: int = 15  # SMITE: voting window W=15 frames centred on t
+    lowpass_tau: float = 0.4  # SMITE: keep spatial DCT frequencies u,v < tau*size (tau=0.4 at step 1)
+    lowpass_strength: float = 0.5  # how far the low frequencies are pulled toward the propagated maps
+    work_max_side: int = 480  # working resolution (long side) for flow and propagation: speed vs detail
+    flow_preset: str = "medium"  # OpenCV DIS preset: ultrafast | fast | medium
+    carry_decay: float = 0.97  # per-frame confidence decay of a carried reference (trust near keyframes)
+    occlusion_decay: float = 0.6  # confidence factor where forward-backward flow disagrees
+    snap_radius: int = 4  # guided-filter radius (working px) that re-snaps carried maps to plate edges
+    snap_eps: float = 2e-3  # guided-filter regulariser for snapping (smaller = follows edges harder)
+    refine_radius: int = 4  # guided-filter radius (plate px) for the plate-resolution refinement
+    refine_eps: float = 1e-3  # guided-filter regulariser for the refinement
+    context: int = 8  # extra frames read on each side of a farm chunk for temporal context
+    seed: int = 0  # every random choice derives from this
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise BadInputError(f"unknown backend '{self.backend}' (choose from {', '.join(BACKENDS)})")
+        if self.vote_window < 1 or self.vote_window % 2 == 0:
+            raise BadInputError(f"vote_window must be a positive odd number, got {self.vote_window}")
+        if not 0.0 < self.lowpass_tau <= 1.0:
+            raise BadInputError(f"lowpass_tau must be in (0, 1], got {self.lowpass_tau}")
+        if self.work_max_side < 32:
+            raise BadInputError(f"work_max_side must be >= 32, got {self.work_max_side}")
+        if self.context < 0:
+            raise BadInputError(f"context must be >= 0, got {self.context}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Settings":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "version":
+                continue
+            if key not in known:
+                raise BadInputError(f"unknown setting '{key}'")
+            default = known[key].default
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise BadInputError(f"setting '{key}' must be true or false, got {value!r}")
+            elif isinstance(default, (int, float)) and not isinstance(default, bool):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise BadInputError(f"setting '{key}' must be a number, got {value!r}")
+                if isinstance(default, int) and not float(value).is_integer():
+                    raise BadInputError(f"setting '{key}' must be an integer, got {value!r}")
+                value = type(default)(value)
+            elif isinstance(default, str) and not isinstance(value, str):
+                raise BadInputError(f"setting '{key}' must be a string, got {value!r}")
+            values[key] = value
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": SETTINGS_VERSION, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One keyframe: a label map (0 = background, i = i-th part) or one soft mask per part."""
+
+    frame: int
+    labels: str | None = None
+    masks: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShotSpec:
+    """What to segment. Paths are absolute (resolved against the manifest's folder)."""
+
+    plate: str
+    frames: tuple[int, ...]
+    parts: tuple[str, ...]
+    references: tuple[Reference, ...]
+    colorspace: str = "sRGB - Texture"
+    source: str = "<inline>"  # the manifest path, for error messages
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base_dir: str, source: str = "<inline>") -> "ShotSpec":
+        if not isinstance(data, Mapping):
+            raise ManifestError(f"{source}: the manifest must be a JSON object")
+        for key in ("plate", "frames", "parts", "references"):
+            if key not in data:
+                raise ManifestError(f"{source}: missing field '{key}'")
+        allowed = {"plate", "frames", "parts", "references", "colorspace", "name", "notes"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ManifestError(f"{source}: unknown field '{unknown[0]}'")
+
+        def resolve(path: Any, what: str) -> str:
+            if not isinstance(path, str) or not path:
+                raise ManifestError(f"{source}: {what} must be a non-empty path string")
+            return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+
+        plate = resolve(data["plate"], "'plate'")
+        if not isinstance(data["frames"], (str, int)):
+            raise ManifestError(f"{source}: 'frames' must be a range string like \"1001-1100\"")
+        try:
+            frames = tuple(parse_frame_range(str(data["frames"])))
+        except BadInputError as exc:
+            raise ManifestError(f"{source}: {exc}") from None
+        parts = data["parts"]
+        if not isinstance(parts, list) or not parts:
+            raise ManifestError(f"{source}: 'parts' must be a non-empty list of names")
+        for name in parts:
+            if not isinstance(name, str) or not PART_NAME.match(name):
+                raise ManifestError(
+                    f"{source}: part name {name!r} must start with a letter and hold only letters, digits, _"
+                )
+        if len(set(parts)) != len(parts):
+            raise ManifestError(f"{source}: duplicate part names in 'parts'")
+        refs_raw = data["references"]
+        if not isinstance(refs_raw, list) or not refs_raw:
+            raise ManifestError(f"{source}: 'references' must be a non-empty list")
+        frame_set = set(frames)
+        references = []
+        seen_frames: set[int] = set()
+        for i, ref in enumerate(refs_raw):
+            where = f"{source}: references[{i}]"
+            if not isinstance(ref, Mapping) or "frame" not in ref:
+                raise ManifestError(f"{where}: missing field 'frame'")
+            frame = ref["frame"]
+            if isinstance(frame, bool) or not isinstance(frame, int):
+                raise ManifestError(f"{where}: 'frame' must be an integer")
+            if frame not in frame_set:
+                raise ManifestError(
+                    f"{where}: reference frame {frame} is outside the shot's frames {format_frame_range(list(frames))}"
+                )
+            if frame in seen_frames:
+                raise ManifestError(f"{where}: frame {frame} is given twice")
+            seen_frames.add(frame)
+            has_labels, has_masks = "labels" in ref, "masks" in ref
+            if has_labels == has_masks:
+                raise ManifestError(f"{where}: give exactly one of 'labels' or 'masks'")
+            if has_labels:
+                references.append(Reference(frame=frame, labels=resolve(ref["labels"], f"{where}.labels")))
+                continue
+            masks = ref["masks"]
+            if not isinstance(masks, Mapping) or not masks:
+                raise ManifestError(f"{where}: 'masks' must map part names to mask files")
+            for part in masks:
+                if part not in parts:
+                    raise ManifestError(f"{where}: unknown part '{part}' in 'masks' (parts: {', '.join(parts)})")
+            resolved = {part: resolve(p, f"{where}.masks.{part}") for part, p in masks.items()}
+            references.append(Reference(frame=frame, masks=resolved))
+        colorspace = data.get("colorspace", "sRGB - Texture")
+        if not isinstance(colorspace, str) or not colorspace:
+            raise ManifestError(f"{source}: 'colorspace' must be a colourspace name")
+        return cls(
+            plate=plate,
+            frames=frames,
+            parts=tuple(parts),
+            references=tuple(sorted(references, key=lambda r: r.frame)),
+            colorspace=colorspace,
+            source=source,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        refs = []
+        for ref in self.references:
+            entry: dict[str, Any] = {"frame": ref.frame}
+            if ref.labels is not None:
+                entry["labels"] = ref.labels
+            else:
+                entry["masks"] = dict(ref.masks)
+            refs.append(entry)
+        return {
+            "plate": self.plate,
+            "frames": format_frame_range(list(self.frames)),
+            "colorspace": self.colorspace,
+            "parts": list(self.parts),
+            "references": refs,
+        }
+
+    @property
+    def reference_frames(self) -> tuple[int, ...]:
+        return tuple(r.frame for r in self.references)
+
+
+def load_shot(path: str) -> ShotSpec:
+    """Read a shot manifest; relative paths resolve against the manifest's folder."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise ManifestError(f"shot manifest not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"cannot read shot manifest {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    return ShotSpec.from_dict(data, os.path.dirname(os.path.abspath(path)), source=path)

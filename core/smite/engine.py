@@ -1,0 +1,173 @@
+"""The one engine behind the command line, the server and farm tasks.
+
+`segment_shot` reads a shot, runs a backend and writes one matte EXR per frame. It is resumable:
+frames whose EXR is complete and was made by the same job are skipped, and every file is written
+under a temporary name and renamed, so an interrupted run leaves finished frames and nothing else.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import __version__
+from .backends.base import make_backend
+from .config import Settings, ShotSpec
+from .errors import BadInputError, CancelledError, OutputError
+from .frames import FrameSource
+from .io.matte import matte_is_complete, read_matte, write_matte
+from .io.preview import write_contact_sheet
+from .io.sequence import check_output_pattern, format_frame_range, frame_path
+from .references import load_references
+from .refine import refine_to_plate
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, message)
+PREVIEW_TILES = 8
+# Settings that decide which frames are read or how fast, never what a frame's matte is.
+NON_RESULT_SETTINGS = ("context",)
+
+
+@dataclass
+class SegmentResult:
+    written: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    out_pattern: str = ""
+    preview: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def job_metadata(shot: ShotSpec, settings: Settings, backend: str, model_hash: str = "") -> dict[str, str]:
+    """Metadata stored in every matte; a frame is reused on resume only if all of it matches."""
+    result_settings = {k: v for k, v in settings.to_dict().items() if k not in NON_RESULT_SETTINGS}
+    refs = [(r.frame, r.labels, sorted(r.masks.items())) for r in shot.references]
+    job = json.dumps(
+        {"plate": shot.plate, "parts": shot.parts, "refs": refs, "cs": shot.colorspace, "settings": result_settings,
+         "model": model_hash, "version": __version__},
+        sort_keys=True,
+    )
+    return {
+        "smite/parts": json.dumps(list(shot.parts)),
+        "smite/backend": backend,
+        "smite/version": __version__,
+        "smite/settings": json.dumps(result_settings, sort_keys=True),
+        "smite/model": model_hash,
+        "smite/job": hashlib.sha256(job.encode()).hexdigest()[:16],
+    }
+
+
+def frames_to_load(shot: ShotSpec, frames: Sequence[int], context: int) -> list[int]:
+    """Shot frames a chunk needs: itself, `context` frames each side, and its nearest references.
+
+    Including the nearest reference on each side makes a chunk carry exactly what a whole-shot run
+    carries, so chunks and single runs agree.
+    """
+    order = list(shot.frames)
+    pos = {f: i for i, f in enumerate(order)}
+    lo = max(0, min(pos[f] for f in frames) - context)
+    hi = min(len(order) - 1, max(pos[f] for f in frames) + context)
+    ref_pos = sorted(pos[r] for r in shot.reference_frames)
+    before = [p for p in ref_pos if p <= lo]
+    after = [p for p in ref_pos if p >= hi]
+    lo = before[-1] if before else min(lo, ref_pos[0])
+    hi = after[0] if after else max(hi, ref_pos[-1])
+    return order[lo : hi + 1]
+
+
+def _check_output(out_pattern: str) -> None:
+    check_output_pattern(out_pattern)
+    folder = os.path.dirname(os.path.abspath(out_pattern))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder is not writable: {folder}")
+
+
+def _remove_stale_temps(path: str) -> None:
+    """Drop temp files a killed run left for this frame (see io.image's temp naming)."""
+    folder, name = os.path.split(path)
+    stem, ext = os.path.splitext(name)
+    for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(stem)}.*.tmp{glob.escape(ext)}")):
+        try:
+            os.remove(stale)
+        except OSError:
+            pass
+
+
+def segment_shot(
+    shot: ShotSpec,
+    out_pattern: str,
+    settings: Settings,
+    *,
+    frames: Sequence[int] | None = None,
+    preview: bool = False,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> SegmentResult:
+    """Segment `frames` (default: the whole shot) and write `out_pattern` mattes; see module doc."""
+    report = progress or (lambda *args: None)
+    _check_output(out_pattern)
+    frames = list(shot.frames if frames is None else frames)
+    outside = [f for f in frames if f not in set(shot.frames)]
+    if outside:
+        raise BadInputError(f"frame {outside[0]} is outside the shot's frames {format_frame_range(list(shot.frames))}")
+    backend = make_backend(settings)
+    meta = job_metadata(shot, settings, backend.name, getattr(backend, "model_hash", ""))
+    meta_plus = {**meta, "smite/settings_all": settings.to_json()}
+    result = SegmentResult(out_pattern=out_pattern)
+    todo = []
+    for f in frames:
+        path = frame_path(out_pattern, f)
+        _remove_stale_temps(path)
+        if not force and matte_is_complete(path, meta):
+            result.skipped.append(f)
+        else:
+            todo.append(f)
+    total = len(frames)
+    report("segment", len(result.skipped), total, f"{len(result.skipped)} frame(s) already done")
+    if todo:
+        source = FrameSource(shot.plate, frames_to_load(shot, todo, settings.context), shot.colorspace)
+        refs = load_references(shot, source.size)
+        state = backend.init_state(source, shot.parts)
+        for frame, probs in refs.items():
+            if frame in source.frame_numbers:
+                backend.add_reference(state, frame, probs)
+        for frame, probs in backend.propagate(state, todo):
+            if cancel is not None and cancel.is_set():
+                raise CancelledError(f"cancelled after {len(result.written)} new frame(s); finished frames kept")
+            plate = source.get(frame)
+            full = refine_to_plate(probs, plate, radius=settings.refine_radius, eps=settings.refine_eps)
+            write_matte(frame_path(out_pattern, frame), full[1:], list(shot.parts), meta_plus)
+            result.written.append(frame)
+            report("segment", len(result.skipped) + len(result.written), total, f"frame {frame}")
+    if preview:
+        result.preview = _write_preview(shot, out_pattern, frames)
+    return result
+
+
+def _write_preview(shot: ShotSpec, out_pattern: str, frames: list[int]) -> str:
+    """A contact sheet of evenly spaced frames with coloured part overlays, next to the mattes."""
+    pick = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, min(PREVIEW_TILES, len(frames)))]
+    source = FrameSource(shot.plate, sorted(set(pick)), shot.colorspace)
+    tiles = []
+    for f in sorted(set(pick)):
+        _, probs, _ = read_matte(frame_path(out_pattern, f))
+        tiles.append((f, source.get(f), probs))
+    folder = os.path.dirname(os.path.abspath(out_pattern))
+    path = os.path.join(folder, "preview.png")
+    write_contact_sheet(path, tiles, list(shot.parts))
+    return path
