@@ -272,7 +272,10 @@ class Server:
         cfg = self._settings(settings)
 
         def run(job: Job) -> Any:
-            return self.engine().learn_parts(spec, out_path, cfg, progress=self._progress_cb(job), cancel=job.cancel)
+            learn_parts = getattr(self.engine(), "learn_parts", None)
+            if learn_parts is None:
+                raise RpcError(METHOD_NOT_FOUND, "this core's engine has no learn_parts (learn is not available)")
+            return learn_parts(spec, out_path, cfg, progress=self._progress_cb(job), cancel=job.cancel)
 
         return self._submit(LEARN, run, {"out": out_path})
 
