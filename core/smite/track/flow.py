@@ -14,7 +14,7 @@ Coordinates: video pixels have their centres at integers; working pixels likewis
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import cv2
@@ -64,6 +64,16 @@ class DenseFlows:
     scale: float
     size: tuple[int, int]
     video_size: tuple[int, int]
+    # Per-step (flow x, flow y, ok) images built on first use, so repeated tracking reuses them.
+    _packed: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def packed(self, t: int, direction: int) -> np.ndarray:
+        """(h, w, 3) float32 [flow_x, flow_y, ok] for the step from frame t to t + direction (+1 or -1)."""
+        key = (t, direction)
+        if key not in self._packed:
+            flow, ok = (self.forward[t], self.fwd_ok[t]) if direction == 1 else (self.backward[t - 1], self.bwd_ok[t - 1])
+            self._packed[key] = np.concatenate([flow, ok[..., None].astype(np.float32)], axis=-1)
+        return self._packed[key]
 
     @property
     def num_frames(self) -> int:
@@ -71,20 +81,25 @@ class DenseFlows:
 
     def _ratios(self) -> np.ndarray:
         (h, w), (hv, wv) = self.size, self.video_size
-        return np.array([w / wv, h / hv], dtype=np.float64)
+        return np.array([w / wv, h / hv], dtype=np.float32)
 
     def to_working(self, xy: np.ndarray) -> np.ndarray:
-        """(..., 2) video px -> working px."""
-        return ((np.asarray(xy, np.float64) + 0.5) * self._ratios() - 0.5).astype(np.float32)
+        """(..., 2) video px -> working px (float32)."""
+        out = np.asarray(xy, np.float32) + np.float32(0.5)
+        out *= self._ratios()
+        out -= np.float32(0.5)
+        return out
 
     def to_video(self, xy: np.ndarray) -> np.ndarray:
-        """(..., 2) working px -> video px."""
-        return ((np.asarray(xy, np.float64) + 0.5) / self._ratios() - 0.5).astype(np.float32)
+        """(..., 2) working px -> video px (float32)."""
+        out = np.asarray(xy, np.float32) + np.float32(0.5)
+        out /= self._ratios()
+        out -= np.float32(0.5)
+        return out
 
     def grid_points(self) -> np.ndarray:
         """(h*w, 2) video-px positions of the working-grid pixel centres, row-major (index = y*w + x)."""
-        h, w = self.size
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        xs, ys = _pixel_grid(*self.size)
         return self.to_video(np.stack([xs.ravel(), ys.ravel()], axis=-1))
 
 
@@ -105,15 +120,22 @@ def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
 
 
 def _grey_frames(video: np.ndarray, size: tuple[int, int]) -> list[np.ndarray]:
+    """Grey uint8 frames at working size (DIS works on 8-bit grey); shrink before quantising."""
     h, w = size
     out = []
     for frame in video:
-        u8 = np.clip(frame * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        g = cv2.cvtColor(u8, cv2.COLOR_RGB2GRAY)
+        g = cv2.cvtColor(np.asarray(frame, np.float32), cv2.COLOR_RGB2GRAY)
         if g.shape != (h, w):
             g = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
-        out.append(g)
+        out.append(cv2.convertScaleAbs(g, alpha=255.0))  # saturates to [0, 255], rounds
     return out
+
+
+def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(xs, ys) float32 (h, w) pixel-centre coordinates."""
+    xs = np.broadcast_to(np.arange(w, dtype=np.float32), (h, w))
+    ys = np.broadcast_to(np.arange(h, dtype=np.float32)[:, None], (h, w))
+    return xs, ys
 
 
 def _sample(img: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -143,11 +165,13 @@ def consistency(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
     True where x + flow(x) lies inside the frame and back(x + flow(x)) returns to x up to the tolerance.
     """
     h, w = flow.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs, ys = _pixel_grid(h, w)
     tx, ty = xs + flow[..., 0], ys + flow[..., 1]
     bw = cv2.remap(back, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    err = np.sum((flow + bw) ** 2, axis=-1)
-    tol = FB_REL * (np.sum(flow**2, axis=-1) + np.sum(bw**2, axis=-1)) + FB_ABS
+    fx, fy, bx, by = flow[..., 0], flow[..., 1], bw[..., 0], bw[..., 1]
+    ex, ey = fx + bx, fy + by
+    err = ex * ex + ey * ey
+    tol = FB_REL * (fx * fx + fy * fy + bx * bx + by * by) + FB_ABS
     inside = (tx >= -0.5) & (tx <= w - 0.5) & (ty >= -0.5) & (ty <= h - 0.5)
     return (err < tol) & inside
 
@@ -156,8 +180,9 @@ def motion_boundary(flow: np.ndarray) -> np.ndarray:
     """(h, w) bool: True where flow (h, w, 2) changes steeply relative to its size (see MB_REL)."""
     gx = cv2.Sobel(flow, cv2.CV_32F, 1, 0, ksize=1) * 0.5
     gy = cv2.Sobel(flow, cv2.CV_32F, 0, 1, ksize=1) * 0.5
-    grad = np.sum(gx**2 + gy**2, axis=-1)
-    return grad > MB_REL * np.sum(flow**2, axis=-1) + MB_ABS
+    g2 = gx * gx + gy * gy
+    fx, fy = flow[..., 0], flow[..., 1]
+    return g2[..., 0] + g2[..., 1] > MB_REL * (fx * fx + fy * fy) + MB_ABS
 
 
 def compute_flows(
@@ -192,12 +217,11 @@ def compute_flows(
     return DenseFlows(forward, backward, fwd_ok, bwd_ok, w / wv, (h, w), (hv, wv))
 
 
-def _step(pos: np.ndarray, flow: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Move points pos (M, 2) one frame along flow; -> (new pos (M, 2), still-trackable (M,) bool)."""
-    packed = np.concatenate([flow, ok[..., None].astype(np.float32)], axis=-1)
+def _step(pos: np.ndarray, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move points pos (M, 2) one frame along packed (h, w, [fx, fy, ok]); -> (new pos, still-trackable (M,) bool)."""
     s = _sample(packed, pos)
     new = pos + s[:, :2]
-    return new, (s[:, 2] >= 0.5) & _inside(new, ok.shape)
+    return new, (s[:, 2] >= 0.5) & _inside(new, packed.shape[:2])
 
 
 def chain(flows: DenseFlows, pos: np.ndarray, frame: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -216,12 +240,9 @@ def chain(flows: DenseFlows, pos: np.ndarray, frame: int, lo: int, hi: int) -> t
     for direction, stop in ((1, hi), (-1, lo)):
         cur, alive = pos.copy(), np.ones(m, bool)
         for t in range(frame, stop, direction):
-            if direction == 1:
-                new, ok = _step(cur, flows.forward[t], flows.fwd_ok[t])
-            else:
-                new, ok = _step(cur, flows.backward[t - 1], flows.bwd_ok[t - 1])
+            new, ok = _step(cur, flows.packed(t, direction))
             alive &= ok
-            cur = np.where(alive[:, None], new, cur)
+            np.copyto(cur, new, where=alive[:, None])
             pts[t + direction - lo], vis[t + direction - lo] = cur, alive
     return pts, vis
 
@@ -234,12 +255,13 @@ def dense_tracks(flows: DenseFlows, frame: int, frames: Sequence[int]) -> tuple[
     """
     frames = list(frames)
     lo, hi = min(frames + [frame]), max(frames + [frame])
-    h, w = flows.size
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs, ys = _pixel_grid(*flows.size)
     grid = np.stack([xs.ravel(), ys.ravel()], axis=-1)
     pts, vis = chain(flows, grid, frame, lo, hi)
     idx = np.asarray(frames) - lo
-    return torch.from_numpy(flows.to_video(pts[idx])), torch.from_numpy(vis[idx])
+    if not np.array_equal(idx, np.arange(len(idx))) or len(idx) != len(pts):
+        pts, vis = pts[idx], vis[idx]
+    return torch.from_numpy(flows.to_video(pts)), torch.from_numpy(vis)
 
 
 class FlowTracker:
