@@ -126,6 +126,11 @@ def test_dense_tracks_agree_with_track():
     tracks = tracker.track(video, np.concatenate([np.full((50, 1), frame), grid], axis=1))
     assert torch.equal(tracks.visible, vis[:, idx])
     assert torch.allclose(tracks.points, pts[:, idx], atol=1e-3)
+    # A stride picks every s-th working pixel, in grid_points order.
+    pts3, vis3 = dense_tracks(flows, frame, frames, stride=3)
+    sub = np.arange(h * w).reshape(h, w)[::3, ::3].ravel()
+    assert torch.equal(vis3, vis[:, sub]) and torch.allclose(pts3, pts[:, sub])
+    assert np.allclose(flows.grid_points(3), flows.grid_points()[sub])
     # A sub-window returns the matching slice.
     pts2, vis2 = dense_tracks(flows, frame, range(2, 7))
     assert torch.equal(vis2, vis[2:7]) and torch.allclose(pts2, pts[2:7])

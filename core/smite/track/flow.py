@@ -97,10 +97,9 @@ class DenseFlows:
         out -= np.float32(0.5)
         return out
 
-    def grid_points(self) -> np.ndarray:
-        """(h*w, 2) video-px positions of the working-grid pixel centres, row-major (index = y*w + x)."""
-        xs, ys = _pixel_grid(*self.size)
-        return self.to_video(np.stack([xs.ravel(), ys.ravel()], axis=-1))
+    def grid_points(self, stride: int = 1) -> np.ndarray:
+        """(n, 2) video-px positions of the queries `dense_tracks(..., stride)` uses, in its order."""
+        return self.to_video(_grid(self.size, stride))
 
 
 @contextmanager
@@ -129,6 +128,12 @@ def _grey_frames(video: np.ndarray, size: tuple[int, int]) -> list[np.ndarray]:
             g = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
         out.append(cv2.convertScaleAbs(g, alpha=255.0))  # saturates to [0, 255], rounds
     return out
+
+
+def _grid(size: tuple[int, int], stride: int) -> np.ndarray:
+    """(n, 2) working-px centres of every `stride`-th pixel in both axes, row-major."""
+    xs, ys = _pixel_grid(*size)
+    return np.stack([xs[::stride, ::stride].ravel(), ys[::stride, ::stride].ravel()], axis=-1)
 
 
 def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -247,16 +252,19 @@ def chain(flows: DenseFlows, pos: np.ndarray, frame: int, lo: int, hi: int) -> t
     return pts, vis
 
 
-def dense_tracks(flows: DenseFlows, frame: int, frames: Sequence[int]) -> tuple[Tensor, Tensor]:
+def dense_tracks(
+    flows: DenseFlows, frame: int, frames: Sequence[int], stride: int = 1
+) -> tuple[Tensor, Tensor]:
     """Track every working-grid pixel of `frame` to each frame in `frames`.
 
-    Returns (points (len(frames), h*w, 2) float32 in video px, visible (len(frames), h*w) bool);
-    query i is the working pixel (x, y) = (i % w, i // w), see `DenseFlows.grid_points`.
+    Returns (points (len(frames), n, 2) float32 in video px, visible (len(frames), n) bool) with
+    n = h*w for stride 1: query i is the working pixel (x, y) = (i % w, i // w). A stride s > 1 tracks
+    every s-th pixel in both axes (n = ceil(h/s)*ceil(w/s), ~s² times cheaper); `DenseFlows.grid_points(s)`
+    gives the queries' video-px positions in the same order.
     """
     frames = list(frames)
     lo, hi = min(frames + [frame]), max(frames + [frame])
-    xs, ys = _pixel_grid(*flows.size)
-    grid = np.stack([xs.ravel(), ys.ravel()], axis=-1)
+    grid = _grid(flows.size, stride)
     pts, vis = chain(flows, grid, frame, lo, hi)
     idx = np.asarray(frames) - lo
     if not np.array_equal(idx, np.arange(len(idx))) or len(idx) != len(pts):
