@@ -69,7 +69,8 @@ def main() -> None:
                 py = np.clip(np.round(p[v, 1]).astype(int), 0, h - 1)
                 hits, total = hits + masks[s][py, px].sum(), total + v.sum()
             print(
-                f"{preset:9s} stride {stride}: {pts.shape[1]:6d} points {ms:6.1f} ms/frame, visible {vis.float().mean():.3f}"
+                f"{preset:9s} stride {stride}: {pts.shape[1]:6d} points {ms:6.1f} ms/frame,"
+                f" visible {vis.float().mean():.3f}"
                 f" (object {vis[:, on].float().mean():.3f}), visible object tracks on the mask {hits / total:.4f}"
             )
 

@@ -23,7 +23,8 @@ WORK_LONG_SIDE = 480
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
     """Mean over (2r+1)² windows of x (h, w, C) float32, edge pixels reflected; one cv2 call for all C."""
-    y = cv2.boxFilter(np.ascontiguousarray(x), -1, (2 * r + 1, 2 * r + 1), normalize=True, borderType=cv2.BORDER_REFLECT)
+    k = (2 * r + 1, 2 * r + 1)
+    y = cv2.boxFilter(np.ascontiguousarray(x), -1, k, normalize=True, borderType=cv2.BORDER_REFLECT)
     return y.reshape(x.shape)
 
 
@@ -109,7 +110,8 @@ def refine_to_plate(
     ab = ab.reshape(hp, wp, k - 1, 4)
     q = np.empty((k, hp, wp), np.float32)
     for j in range(k - 1):
-        q[j + 1] = ab[..., j, 3] + ab[..., j, 0] * plate[..., 0] + ab[..., j, 1] * plate[..., 1] + ab[..., j, 2] * plate[..., 2]
+        a0, a1, a2, b = (ab[..., j, c] for c in range(4))
+        q[j + 1] = b + a0 * plate[..., 0] + a1 * plate[..., 1] + a2 * plate[..., 2]
     q[0] = 1.0 - q[1:].sum(axis=0)
     np.clip(q, 0.0, 1.0, out=q)
     total = q.sum(axis=0, keepdims=True)

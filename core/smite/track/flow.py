@@ -71,7 +71,10 @@ class DenseFlows:
         """(h, w, 3) float32 [flow_x, flow_y, ok] for the step from frame t to t + direction (+1 or -1)."""
         key = (t, direction)
         if key not in self._packed:
-            flow, ok = (self.forward[t], self.fwd_ok[t]) if direction == 1 else (self.backward[t - 1], self.bwd_ok[t - 1])
+            if direction == 1:
+                flow, ok = self.forward[t], self.fwd_ok[t]
+            else:
+                flow, ok = self.backward[t - 1], self.bwd_ok[t - 1]
             self._packed[key] = np.concatenate([flow, ok[..., None].astype(np.float32)], axis=-1)
         return self._packed[key]
 
@@ -233,7 +236,7 @@ def chain(flows: DenseFlows, pos: np.ndarray, frame: int, lo: int, hi: int) -> t
     """Follow points pos (M, 2) working px at `frame` to every frame in [lo, hi].
 
     Returns (points (hi-lo+1, M, 2) working px, visible (hi-lo+1, M) bool). A point that fails the
-    forward-backward test or leaves the frame stays lost; its position is frozen where it was lost.
+    forward-backward (or motion-boundary) test or leaves the frame stays lost; its position is frozen where it was lost.
     """
     if not (0 <= lo <= frame <= hi < flows.num_frames):
         raise ValueError(f"frames [{lo}, {hi}] around {frame} outside clip of {flows.num_frames} frames")
