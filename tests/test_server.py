@@ -361,9 +361,10 @@ def test_serve_shutdown_cancels_running_job_and_returns_zero(shot, tmp_path):
     thread = threading.Thread(target=lambda: result.setdefault("rc", srv.serve(os.fdopen(r, "rb"))))
     thread.start()
     writer = os.fdopen(w, "wb", buffering=0)
-    writer.write(protocol.encode(protocol.request(1, "segment", {"shot": shot["path"], "out": str(tmp_path / "m.####.exr")})))
+    for msg_id, name in ((1, "m"), (2, "n")):
+        params = {"shot": shot["path"], "out": str(tmp_path / f"{name}.####.exr")}
+        writer.write(protocol.encode(protocol.request(msg_id, "segment", params)))
     job = sink.reply(1)["result"]["job"]
-    writer.write(protocol.encode(protocol.request(2, "segment", {"shot": shot["path"], "out": str(tmp_path / "n.####.exr")})))
     queued = sink.reply(2)["result"]["job"]
     sink.wait_for(lambda m: m.get("method") == "progress")
     writer.write(protocol.encode(protocol.request(3, "shutdown")))

@@ -28,8 +28,8 @@ from typing import Any, BinaryIO, Callable, Deque, Dict, List, Optional
 from . import __version__
 from .errors import CancelledError, SmiteError
 from .protocol import (
-    CANCEL, DONE, INITIALIZE, INTERNAL_ERROR, INVALID_PARAMS, LEARN, LOG, MAX_LINE_BYTES, METHOD_NOT_FOUND,
-    METHODS, MISSING_MODEL, NOTIFICATIONS, PROGRESS, PROTOCOL_VERSION, SEGMENT, SERVER_BUSY, SHUTDOWN, STATUS,
+    DONE, INTERNAL_ERROR, INVALID_PARAMS, LEARN, LOG, MAX_LINE_BYTES, METHOD_NOT_FOUND, METHODS, MISSING_MODEL,
+    NOTIFICATIONS, PROGRESS, PROTOCOL_VERSION, SEGMENT, SERVER_BUSY,
     LineReader, RpcError, check_request, decode, encode, error, notification, one_line, result,
 )
 
