@@ -367,10 +367,6 @@ def test_killed_server_is_reported_and_a_restarted_segment_resumes(tmp_path):
         result = client.wait(job, timeout=240)
         assert sorted(result["skipped"] + result["written"]) == [1, 2, 3, 4, 5]
         assert not glob.glob(str(tmp_path / ".*.tmp*"))  # no partial files left behind
-        if not result["skipped"]:
-            # Known engine bug (reported to the lead): the empty "smite/model" metadata is not stored in the
-            # EXR, so matte_is_complete never matches and nothing resumes. Remove this once fixed.
-            pytest.xfail("engine does not resume finished frames (empty smite/model metadata is dropped)")
         # Finished files are complete (written under a temp name, then renamed), so all are reused.
         reused = {int(os.path.basename(p).split(".")[1]) for p in finished} & {1, 2, 3, 4, 5}
         assert set(result["skipped"]) == reused

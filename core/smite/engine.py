@@ -57,14 +57,16 @@ def job_metadata(shot: ShotSpec, settings: Settings, backend: str, model_hash: s
          "model": model_hash, "version": __version__},
         sort_keys=True,
     )
-    return {
+    meta = {
         "smite/parts": json.dumps(list(shot.parts)),
         "smite/backend": backend,
         "smite/version": __version__,
         "smite/settings": json.dumps(result_settings, sort_keys=True),
-        "smite/model": model_hash,
         "smite/job": hashlib.sha256(job.encode()).hexdigest()[:16],
     }
+    if model_hash:  # EXR drops empty string attributes, so only a real hash is stored and compared
+        meta["smite/model"] = model_hash
+    return meta
 
 
 def frames_to_load(shot: ShotSpec, frames: Sequence[int], context: int) -> list[int]:

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="folder of clip folders (frames/, masks/, labels.json)")
     parser.add_argument("--keyframes", type=int, default=1, help="ground-truth frames given as references (default 1)")
     parser.add_argument("--json", metavar="OUT.json", help="also write the numbers as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress output, only the table")
     add_settings_arguments(parser)
 
 
@@ -26,11 +26,12 @@ def run(args: argparse.Namespace) -> int:
     if args.keyframes < 1:
         raise BadInputError(f"--keyframes must be >= 1, got {args.keyframes}")
     settings = settings_from_args(args)
-    progress = Progress(args.quiet)
+    progress = None if args.quiet else Progress()
     try:
         scores = run_bench(args.data, args.keyframes, settings, progress)
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
     print(format_table(scores, args.keyframes, settings))
     if args.json:
         tmp = args.json + ".tmp"

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Create (or update) .venv/ at the repository root with the SMITE core and its test dependencies.
+# Idempotent: running it again only installs what is missing.
+#
+#   ./install/setup.sh            CPU torch 2.13.0 (workstations, CI)
+#   ./install/setup.sh --cuda     CUDA torch for farm GPU nodes (PyPI's default Linux build is CUDA)
+#   ./install/setup.sh --extras diffusion,farm   optional feature sets from pyproject.toml
+#
+# Nothing here needs internet beyond the package registry; no model weights are downloaded.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="torch==2.13.0"
+EXTRAS="test"
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cuda) TORCH_SPEC="${SMITE_CUDA_TORCH:-torch>=2.4}"; shift ;;
+    --extras) EXTRAS="test,$2"; shift 2 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "SMITE core needs Python >= 3.10")'
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup.sh: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+# torch first and pinned: left to the resolver, a bare 'torch' requirement pulls a multi-GB CUDA build.
+if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+  echo "setup.sh: installing $TORCH_SPEC"
+  "${PIP[@]}" install "$TORCH_SPEC"
+fi
+echo "setup.sh: installing smite[$EXTRAS] (editable)"
+"${PIP[@]}" install -e "$ROOT[$EXTRAS]"
+echo "setup.sh: done; run $VENV/bin/smite doctor to see what is usable"
