@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="torch==2.13.0"
-EXTRAS="test"
+EXTRAS="test,diffusion"  # CI and workstations get the SMITE diffusion backend (diffusers); --extras replaces it
 
 while [ $# -gt 0 ]; do
   case "$1" in
