@@ -5,6 +5,8 @@
 #   ./install/setup.sh            CPU torch 2.13.0 (workstations, CI)
 #   ./install/setup.sh --cuda     CUDA torch for farm GPU nodes (PyPI's default Linux build is CUDA)
 #   ./install/setup.sh --extras diffusion,farm   optional feature sets from pyproject.toml
+#   ./install/setup.sh --blender  also .venv-blender/ (bpy 5.0.1 + pytest) for the real-Blender add-on test;
+#                                 its own venv because bpy pins numpy<2 (Debian may need the X/GL libs in .ci/run)
 #
 # Nothing here needs internet beyond the package registry; no model weights are downloaded.
 set -euo pipefail
@@ -14,12 +16,15 @@ VENV="$ROOT/.venv"
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="torch==2.13.0"
 EXTRAS="test,diffusion"  # CI and workstations get the SMITE diffusion backend (diffusers); --extras replaces it
+BLENDER=0
+BPY_SPEC="bpy==5.0.1"
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --cuda) TORCH_SPEC="${SMITE_CUDA_TORCH:-torch>=2.4}"; shift ;;
     --extras) EXTRAS="test,$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --blender) BLENDER=1; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -39,4 +44,13 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
 fi
 echo "setup.sh: installing smite[$EXTRAS] (editable)"
 "${PIP[@]}" install -e "$ROOT[$EXTRAS]"
+if [ "$BLENDER" = 1 ]; then
+  BVENV="$ROOT/.venv-blender"
+  "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "bpy 5.0 needs Python 3.11 (set PYTHON=python3.11)")'
+  [ -x "$BVENV/bin/python" ] || { echo "setup.sh: creating $BVENV"; "$PYTHON" -m venv "$BVENV"; }
+  if ! "$BVENV/bin/python" -c "import bpy" >/dev/null 2>&1; then
+    echo "setup.sh: installing $BPY_SPEC into $BVENV"
+    "$BVENV/bin/python" -m pip --disable-pip-version-check -q install "$BPY_SPEC" pytest
+  fi
+fi
 echo "setup.sh: done; run $VENV/bin/smite doctor to see what is usable"
