@@ -26,6 +26,7 @@ from .frames import FrameSource
 from .io.matte import matte_is_complete, read_matte, write_matte
 from .io.preview import write_contact_sheet
 from .io.sequence import check_output_pattern, format_frame_range, frame_path
+from .oom import run_with_oom_retry
 from .references import load_references
 from .refine import refine_to_plate
 
@@ -141,21 +142,35 @@ def segment_shot(
             todo.append(f)
     total = len(frames)
     report("segment", len(result.skipped), total, f"{len(result.skipped)} frame(s) already done")
-    if todo:
-        source = FrameSource(shot.plate, frames_to_load(shot, todo, settings.context), shot.colorspace)
+
+    def render(run: Settings) -> None:
+        """Segment the frames of `todo` not yet written; re-entered with smaller settings after an OOM."""
+        run_backend, run_meta = backend, meta_plus
+        if run is not settings:
+            run_backend = make_backend(run)
+            run_meta = {**job_metadata(shot, run, run_backend.name, getattr(run_backend, "model_hash", "")),
+                        "smite/settings_all": run.to_json()}
+        left = [f for f in todo if f not in set(result.written)]
+        source = FrameSource(shot.plate, frames_to_load(shot, left, run.context), shot.colorspace)
         refs = load_references(shot, source.size)
-        state = backend.init_state(source, shot.parts)
+        state = run_backend.init_state(source, shot.parts)
         for frame, probs in refs.items():
             if frame in source.frame_numbers:
-                backend.add_reference(state, frame, probs)
-        for frame, probs in backend.propagate(state, todo):
+                run_backend.add_reference(state, frame, probs)
+        for frame, probs in run_backend.propagate(state, left):
             if cancel is not None and cancel.is_set():
                 raise CancelledError(f"cancelled after {len(result.written)} new frame(s); finished frames kept")
             plate = source.get(frame)
-            full = refine_to_plate(probs, plate, radius=settings.refine_radius, eps=settings.refine_eps)
-            write_matte(frame_path(out_pattern, frame), full[1:], list(shot.parts), meta_plus)
+            full = refine_to_plate(probs, plate, radius=run.refine_radius, eps=run.refine_eps)
+            write_matte(frame_path(out_pattern, frame), full[1:], list(shot.parts), run_meta)
             result.written.append(frame)
             report("segment", len(result.skipped) + len(result.written), total, f"frame {frame}")
+
+    if todo:
+        # A backend that can work in less memory offers `shrink_settings(settings) -> Settings | None`;
+        # frames finished before an out-of-memory error are kept, only the rest are redone.
+        run_with_oom_retry(render, settings, getattr(backend, "shrink_settings", None),
+                           what=f"frames {format_frame_range(todo)}")
     if preview:
         result.preview = _write_preview(shot, out_pattern, frames)
     return result
