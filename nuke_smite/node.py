@@ -1,0 +1,320 @@
+"""The "SMITE Matte" node: a Group built by Python, its buttons, and how results enter the graph.
+
+Thin layer over ``nuke``: it reads knobs and upstream nodes into plain values, hands them to
+the pure modules (`manifest`, `keyframes`, `jobs`), and changes the graph only on Nuke's main
+thread (button callbacks, or ``nuke.executeInMainThread`` from the job thread).
+
+Inside the group: ``plate`` (input 0) -> one Copy per part (``smite_<part>.alpha`` from the
+matte Read) -> Output; ``roto`` (input 1) is only used to render the keyframe references.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import Any, Dict, List, Optional
+
+import nuke
+
+from . import hostconfig, render_refs
+from .keyframes import check_in_range, format_keyframes, parse_keyframes
+from .manifest import (
+    CachePaths, build_manifest, channel_name, check_part_names, default_cache_dir, layer_name,
+    plate_colorspace, plate_pattern, write_json_atomic,
+)
+
+NODE_NAME = "SMITE_Matte"
+MARKER_KNOB = "smite_matte"
+BACKENDS = ("propagate", "diffusion")
+READ_NAME = "smite_mattes"
+COPY_PREFIX = "smite_copy_"
+SEGMENT, LEARN = "segment", "learn"
+_CMD = "import nuke_smite.node as _smite; _smite.{}(nuke.thisNode())"
+
+# Per-session state (a Nuke session is one process): the server stays up between presses,
+# and each node runs one job at a time.
+_session: Dict[str, Any] = {"clients": None, "runners": {}}
+_session_lock = threading.Lock()
+
+
+# --- creating the node ---------------------------------------------------------------------
+
+def create_node() -> Any:
+    """Menu command: a new SMITE Matte group, wired to a selected Read (plate) and Roto."""
+    selected = nuke.selectedNodes()
+    plate = next((n for n in selected if n.Class() == "Read"), None)
+    roto = next((n for n in selected if n.Class() in render_refs.ROTO_CLASSES), None)
+    group = nuke.nodes.Group(name=_unique_name(NODE_NAME))
+    group.begin()
+    try:
+        plate_in = nuke.nodes.Input(name="plate")  # first Input = input 0
+        nuke.nodes.Input(name="roto")  # second Input = input 1
+        nuke.nodes.Read(name=READ_NAME)
+        output = nuke.nodes.Output()
+        output.setInput(0, plate_in)
+    finally:
+        group.end()
+    _add_knobs(group)
+    if plate is not None:
+        group.setInput(0, plate)
+    if roto is not None:
+        group.setInput(1, roto)
+        try:
+            group["keyframes"].setValue(format_keyframes(render_refs.roto_keyframes(roto)))
+        except Exception:  # an odd Roto must not stop the node from being made
+            pass
+    return group
+
+
+def _unique_name(base: str) -> str:
+    i = 1
+    while nuke.toNode(f"{base}{i}") is not None:
+        i += 1
+    return f"{base}{i}"
+
+
+def _add_knobs(group: Any) -> None:
+    cfg = hostconfig.load_config()
+    knobs = [
+        nuke.Tab_Knob("smite_tab", "SMITE"),
+        nuke.File_Knob("smite_python", "core python"),
+        nuke.File_Knob("smite_core", "core source"),
+        nuke.File_Knob("cache_dir", "shot cache"),
+        nuke.File_Knob("model_file", "part model"),
+        nuke.String_Knob("keyframes", "keyframes"),
+        nuke.PyScript_Knob("keys_from_roto", "from Roto", _CMD.format("on_keys_from_roto")),
+        nuke.Enumeration_Knob("backend", "backend", list(BACKENDS)),
+        nuke.PyScript_Knob("learn", "Learn", _CMD.format("on_learn")),
+        nuke.PyScript_Knob("segment", "Segment", _CMD.format("on_segment")),
+        nuke.Text_Knob("status", "status", "idle"),
+        nuke.Boolean_Knob(MARKER_KNOB, "", True),
+    ]
+    for knob in knobs:
+        group.addKnob(knob)
+    group["smite_python"].setValue(hostconfig.resolve_python(config=cfg))
+    group["smite_core"].setValue(hostconfig.resolve_core(config=cfg))
+    group["smite_python"].setTooltip("the core venv's python (install/nuke_install.py or $SMITE_PYTHON)")
+    group["cache_dir"].setTooltip("shot cache: rendered roto references, shot.json, mattes (empty = next to the script)")
+    group["model_file"].setTooltip("part model written by Learn (empty = <shot cache>/parts.smite)")
+    group["keyframes"].setTooltip("frames whose roto is a reference, e.g. 1001,1020-1022 (empty = the Roto's keys)")
+    group[MARKER_KNOB].setVisible(False)
+
+
+def set_status(group: Any, text: str) -> None:
+    """One line on the node's status knob (main thread only)."""
+    group["status"].setValue(" ".join(str(text).split()))
+
+
+# --- gathering what the job needs ----------------------------------------------------------
+
+def gather(group: Any) -> Dict[str, Any]:
+    """Plain values for a job from the node's knobs and inputs; ValueError naming what is missing."""
+    read = render_refs.find_upstream(group.input(0), ("Read",))
+    if read is None:
+        raise ValueError("connect the plate Read to input 0 (plate)")
+    roto = render_refs.find_upstream(group.input(1), render_refs.ROTO_CLASSES)
+    if roto is None:
+        raise ValueError("connect a Roto/RotoPaint (one layer per part) to input 1 (roto)")
+    plate = plate_pattern(nuke.filename(read) or read["file"].value())
+    first, last = int(read["first"].value()), int(read["last"].value())
+    colorspace = plate_colorspace(str(read["colorspace"].value()), bool(read["raw"].value()))
+    parts = check_part_names([layer.name for layer in render_refs.top_level_layers(roto)])
+    key_text = group["keyframes"].value().strip()
+    frames = parse_keyframes(key_text) if key_text else render_refs.roto_keyframes(roto)
+    check_in_range(frames, first, last)
+    if not key_text:
+        group["keyframes"].setValue(format_keyframes(frames))
+    cache = group["cache_dir"].value().strip() or default_cache_dir(nuke.root()["name"].value(), group.name())
+    python = hostconfig.resolve_python(group["smite_python"].value())
+    if not python or not os.path.isfile(python):
+        raise ValueError(f"core python not found: {python or '(not set)'} (run install/nuke_install.py)")
+    core = hostconfig.resolve_core(group["smite_core"].value())
+    if not core:
+        raise ValueError("core source folder not found: set 'core source' to <smite repo>/core")
+    paths = CachePaths(cache)
+    return {
+        "read": read, "roto": roto, "plate": plate, "first": first, "last": last, "colorspace": colorspace,
+        "parts": parts, "keyframes": frames, "paths": paths, "python": python, "core": core,
+        "backend": str(group["backend"].value()) or BACKENDS[0],
+        "model": group["model_file"].value().strip() or paths.model,
+    }
+
+
+def prepare_shot(group: Any, plan: Dict[str, Any]) -> str:
+    """Render the roto references and write the shot manifest (main thread); returns its path."""
+    task = nuke.ProgressTask("SMITE: rendering roto references")
+
+    def progress(percent: int, message: str) -> bool:
+        task.setProgress(percent)
+        task.setMessage(message)
+        return not task.isCancelled()
+
+    try:
+        masks = render_refs.render_references(group, plan["roto"], plan["keyframes"], plan["paths"], progress)
+    finally:
+        del task
+    paths: CachePaths = plan["paths"]
+    manifest = build_manifest(plan["plate"], plan["first"], plan["last"], plan["colorspace"], plan["parts"],
+                              masks, base_dir=paths.root, name=group.name())
+    return write_json_atomic(paths.manifest, manifest)
+
+
+# --- buttons -------------------------------------------------------------------------------
+
+def on_keys_from_roto(group: Any) -> None:
+    roto = render_refs.find_upstream(group.input(1), render_refs.ROTO_CLASSES)
+    if roto is None:
+        set_status(group, "error: connect a Roto to input 1 (roto)")
+        return
+    group["keyframes"].setValue(format_keyframes(render_refs.roto_keyframes(roto)))
+
+
+def on_segment(group: Any) -> Optional[Any]:
+    return start_job(group, SEGMENT)
+
+
+def on_learn(group: Any) -> Optional[Any]:
+    return start_job(group, LEARN)
+
+
+def start_job(group: Any, method: str) -> Optional[Any]:
+    """Prepare the shot on the main thread, then follow the server job on a background thread.
+
+    Returns the `jobs.JobRunner` (tests join it), or None when preparation failed (the reason
+    is on the status knob).
+    """
+    name = group.fullName()
+    with _session_lock:
+        busy = _session["runners"].get(name)
+    if busy is not None and busy.thread is not None and busy.thread.is_alive():
+        set_status(group, "busy: a job is already running for this node (cancel it in the progress panel)")
+        return None
+    try:
+        plan = gather(group)
+        hostconfig.add_core_to_path(plan["core"])
+        from . import jobs  # needs smite.client, importable only once the core is on sys.path
+
+        set_status(group, "rendering roto references")
+        shot = prepare_shot(group, plan)
+    except Exception as exc:
+        set_status(group, f"error: {exc}")
+        return None
+    settings = {"backend": plan["backend"]}
+    if method == SEGMENT:
+        params = {"shot": shot, "out": plan["paths"].mattes, "settings": settings}
+    else:
+        params = {"shot": shot, "out": plan["model"], "settings": settings}
+    result_info = {"parts": plan["parts"], "mattes": plan["paths"].mattes, "first": plan["first"],
+                   "last": plan["last"], "model": plan["model"]}
+    python = plan["python"]
+    runner = jobs.JobRunner(lambda: _clients().get(python), method, params,
+                            on_finish=lambda outcome: nuke.executeInMainThread(
+                                _finish, (name, method, result_info, outcome)))
+    with _session_lock:
+        _session["runners"][name] = runner
+    set_status(group, f"{method}: starting")
+    runner.thread = threading.Thread(target=_follow, args=(name, method, runner), name=f"smite-{method}", daemon=True)
+    runner.thread.start()
+    return runner
+
+
+def _clients() -> Any:
+    from .jobs import ClientCache
+
+    with _session_lock:
+        if _session["clients"] is None:
+            _session["clients"] = ClientCache()
+            atexit.register(shutdown_servers)
+        return _session["clients"]
+
+
+def shutdown_servers() -> None:
+    """Stop every server this session started (atexit; tests call it too)."""
+    with _session_lock:
+        cache = _session["clients"]
+        _session["clients"] = None
+    if cache is not None:
+        cache.shutdown_all()
+
+
+def _follow(name: str, method: str, runner: Any) -> None:
+    """Background thread: a ProgressTask mirrors the job; its cancel button cancels the job."""
+    from .jobs import progress_text
+
+    task = nuke.ProgressTask(f"SMITE {method}")
+    task.setMessage("starting the SMITE server")
+
+    def on_progress(params: Dict[str, Any]) -> None:
+        percent, message = progress_text(params)
+        task.setProgress(percent)
+        task.setMessage(message)
+        nuke.executeInMainThread(_status_by_name, (name, f"{method}: {message}"))
+
+    runner.on_progress = on_progress
+    runner.should_cancel = task.isCancelled
+    try:
+        runner.run()
+    finally:
+        del task
+
+
+def _status_by_name(name: str, text: str) -> None:
+    group = nuke.toNode(name)
+    if group is not None:
+        set_status(group, text)
+
+
+def _finish(name: str, method: str, info: Dict[str, Any], outcome: Any) -> None:
+    """Main thread: show how the job ended; bring a segment's mattes into the graph."""
+    group = nuke.toNode(name)
+    if group is None:  # the node was deleted while the job ran
+        return
+    if outcome.ok and method == SEGMENT:
+        apply_results(group, info["parts"], info["mattes"], info["first"], info["last"])
+    elif outcome.ok and method == LEARN:
+        group["model_file"].setValue(info["model"])
+    set_status(group, outcome.message if outcome.ok else f"{outcome.state}: {outcome.message}")
+
+
+# --- results -------------------------------------------------------------------------------
+
+def declare_layers(parts: List[str]) -> None:
+    """Make ``smite_<part>`` layers known to Nuke so downstream Shuffles list them before any render."""
+    existing = set(nuke.layers())
+    for part in parts:
+        if layer_name(part) not in existing:
+            nuke.Layer(layer_name(part), [channel_name(part)])
+
+
+def apply_results(group: Any, parts: List[str], mattes: str, first: int, last: int) -> Any:
+    """Point the inner Read at the mattes (raw: they are data), reload it, and copy one channel per part.
+
+    Idempotent: a re-run rebuilds the Copy chain and reloads the Read instead of adding nodes.
+    Returns the Read.
+    """
+    declare_layers(parts)
+    group.begin()
+    try:
+        read = group.node(READ_NAME) or nuke.nodes.Read(name=READ_NAME)
+        read["file"].setValue(mattes.replace(os.sep, "/"))
+        for knob, value in (("first", first), ("last", last), ("origfirst", first), ("origlast", last)):
+            read[knob].setValue(int(value))
+        read["raw"].setValue(True)
+        read["on_error"].setValue("black")  # frames not segmented yet read as empty mattes
+        read["reload"].execute()
+        for old in [n for n in group.nodes() if n.name().startswith(COPY_PREFIX)]:
+            nuke.delete(old)
+        stream = group.node("plate")
+        for part in parts:
+            copy = nuke.nodes.Copy(name=COPY_PREFIX + part)
+            copy.setInput(0, stream)  # B: the plate stream passes through
+            copy.setInput(1, read)  # A: the mattes
+            copy["from0"].setValue(channel_name(part))
+            copy["to0"].setValue(channel_name(part))
+            stream = copy
+        output = next(n for n in group.nodes() if n.Class() == "Output")
+        output.setInput(0, stream)
+    finally:
+        group.end()
+    return read

@@ -1,0 +1,258 @@
+"""nuke_smite's pure modules (no nuke): keyframes, manifest, hostconfig, jobs; and 3.9 syntax."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from nuke_smite import hostconfig, keyframes, manifest  # noqa: E402
+
+PY39 = next(iter(sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python3.9")))), "python3.9")
+
+
+# --- keyframes ----------------------------------------------------------------------------
+
+def test_parse_keyframes_reads_lists_ranges_and_spaces():
+    assert keyframes.parse_keyframes("1010, 1001 1003-1005,1001") == [1001, 1003, 1004, 1005, 1010]
+    assert keyframes.parse_keyframes("  ") == []
+
+
+@pytest.mark.parametrize("text, word", [("10-5", "ends before"), ("a", "'a'"), ("1-2-3", "'1-2-3'")])
+def test_parse_keyframes_names_the_bad_item(text, word):
+    with pytest.raises(ValueError, match=word):
+        keyframes.parse_keyframes(text)
+
+
+def test_format_keyframes_round_trips():
+    frames = [1, 2, 3, 7, 9, 10]
+    text = keyframes.format_keyframes(frames)
+    assert text == "1-3,7,9-10"
+    assert keyframes.parse_keyframes(text) == frames
+
+
+def test_merge_key_times_rounds_and_dedups():
+    assert keyframes.merge_key_times([10.0, 3.4, 9.6, 3.0]) == [3, 10]
+
+
+def test_check_in_range_names_the_outside_frame():
+    assert keyframes.check_in_range([1, 5], 1, 5) == [1, 5]
+    with pytest.raises(ValueError, match="keyframe 6 is outside"):
+        keyframes.check_in_range([1, 6], 1, 5)
+    with pytest.raises(ValueError, match="no keyframes"):
+        keyframes.check_in_range([], 1, 5)
+
+
+# --- manifest -----------------------------------------------------------------------------
+
+def test_part_names_follow_the_core_rule():
+    assert manifest.check_part_names(["seat", "leg_2"]) == ["seat", "leg_2"]
+    with pytest.raises(ValueError, match="'left arm'"):
+        manifest.check_part_names(["left arm"])
+    with pytest.raises(ValueError, match="two Roto layers"):
+        manifest.check_part_names(["a", "a"])
+    with pytest.raises(ValueError, match="no top-level layers"):
+        manifest.check_part_names([])
+
+
+def test_plate_pattern_accepts_nuke_tokens_and_refuses_views_and_single_files():
+    assert manifest.plate_pattern(" /p/plate.%04d.exr ") == "/p/plate.%04d.exr"
+    assert manifest.plate_pattern("/p/plate.####.exr") == "/p/plate.####.exr"
+    with pytest.raises(ValueError, match="view token"):
+        manifest.plate_pattern("/p/plate_%V.%04d.exr")
+    with pytest.raises(ValueError, match="single file"):
+        manifest.plate_pattern("/p/shot_0001/plate.exr")
+    with pytest.raises(ValueError, match="no file"):
+        manifest.plate_pattern("")
+
+
+def test_plate_colorspace_maps_nuke_names():
+    assert manifest.plate_colorspace("default (sRGB)") == "sRGB - Texture"
+    assert manifest.plate_colorspace("linear") == "Linear Rec.709 (sRGB)"
+    assert manifest.plate_colorspace("ACES - ACEScg") == "ACES - ACEScg"  # OCIO names pass through
+    assert manifest.plate_colorspace("sRGB", raw=True) == "Raw"
+    assert manifest.plate_colorspace("") == manifest.DEFAULT_COLORSPACE
+
+
+def test_mapped_colorspaces_exist_in_the_core_config():
+    ocio = pytest.importorskip("PyOpenColorIO")
+    from smite.io.color import DEFAULT_CONFIG
+
+    cfg = ocio.Config.CreateFromFile(DEFAULT_CONFIG)
+    for name in manifest.NUKE_DEFAULT_COLORSPACES.values():
+        assert cfg.getColorSpace(name) is not None, name
+
+
+def test_layer_and_channel_names():
+    assert manifest.layer_name("seat") == "smite_seat"
+    assert manifest.channel_name("seat") == "smite_seat.alpha"
+
+
+def test_cache_paths_and_default_cache_dir(tmp_path):
+    paths = manifest.CachePaths(str(tmp_path))
+    assert paths.ref_pattern("seat") == os.path.join(str(tmp_path), "refs", "seat.####.exr")
+    assert paths.ref_file("seat", 7) == os.path.join(str(tmp_path), "refs", "seat.0007.exr")
+    assert paths.mattes.endswith(os.path.join("mattes", "mattes.####.exr"))
+    script = os.path.join(str(tmp_path), "shots", "sh010_comp_v003.nk")
+    assert manifest.default_cache_dir(script, "SMITE Matte1") == os.path.join(
+        str(tmp_path), "shots", "smite_cache", "sh010_comp_v003_SMITE_Matte1")
+    assert manifest.default_cache_dir("", "SMITE_Matte1", temp_dir="/t") == os.path.join("/t", "smite_cache",
+                                                                                          "SMITE_Matte1")
+
+
+def test_build_manifest_is_read_by_the_core(tmp_path):
+    from smite.config import ShotSpec
+
+    paths = manifest.CachePaths(str(tmp_path))
+    masks = {12: {"b": paths.ref_file("b", 12)}, 10: {"a": paths.ref_file("a", 10), "b": paths.ref_file("b", 10)}}
+    data = manifest.build_manifest("/plates/p.%04d.exr", 10, 20, "Raw", ["a", "b"], masks, str(tmp_path), "sh010")
+    assert data["frames"] == "10-20" and data["parts"] == ["a", "b"] and data["name"] == "sh010"
+    assert [r["frame"] for r in data["references"]] == [10, 12]
+    assert data["references"][0]["masks"] == {"a": "refs/a.0010.exr", "b": "refs/b.0010.exr"}
+    manifest.write_json_atomic(paths.manifest, data)
+    with open(paths.manifest, encoding="utf-8") as handle:
+        spec = ShotSpec.from_dict(json.load(handle), str(tmp_path))
+    assert spec.references[1].masks["b"] == paths.ref_file("b", 12)
+    assert spec.frames == tuple(range(10, 21)) and spec.colorspace == "Raw"
+    assert [n for n in os.listdir(str(tmp_path)) if n.startswith(".smite-")] == []
+
+
+@pytest.mark.parametrize("masks, word", [({30: {"a": "/x"}}, "outside"), ({10: {"z": "/x"}}, "unknown part"),
+                                         ({10: {}}, "no part masks"), ({}, "no keyframe")])
+def test_build_manifest_refuses_bad_references(masks, word):
+    with pytest.raises(ValueError, match=word):
+        manifest.build_manifest("/p.%04d.exr", 10, 20, "Raw", ["a"], masks, "/c")
+
+
+# --- hostconfig ---------------------------------------------------------------------------
+
+def test_config_resolution_order(tmp_path):
+    cfg_path = tmp_path / "smite_nuke.json"
+    cfg_path.write_text(json.dumps({"python": "/cfg/python", "core": os.path.join(REPO, "core"), "x": 1}))
+    env = {hostconfig.CONFIG_ENV: str(cfg_path)}
+    assert hostconfig.load_config(environ=env) == {"python": "/cfg/python", "core": os.path.join(REPO, "core")}
+    assert hostconfig.resolve_python("", env) == "/cfg/python"
+    assert hostconfig.resolve_python("", {**env, "SMITE_PYTHON": "/env/python"}) == "/env/python"
+    assert hostconfig.resolve_python(" /knob/python ", {**env, "SMITE_PYTHON": "/env/python"}) == "/knob/python"
+    assert hostconfig.resolve_core("", env) == os.path.join(REPO, "core")
+    assert hostconfig.resolve_core("/no/such/core", {}, {}, repo_dir=str(tmp_path)) == ""
+
+
+def test_broken_config_reads_as_empty(tmp_path):
+    bad = tmp_path / "c.json"
+    bad.write_text("{not json")
+    assert hostconfig.load_config(str(bad)) == {}
+    assert hostconfig.load_config(str(tmp_path / "missing.json")) == {}
+
+
+def test_add_core_to_path_once():
+    path = ["/a"]
+    assert hostconfig.add_core_to_path("/core", path) is True
+    assert hostconfig.add_core_to_path("/core", path) is False
+    assert path == [os.path.abspath("/core"), "/a"]
+    assert hostconfig.add_core_to_path("", path) is False
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+class FakeClient:
+    """Stands in for SmiteClient: a job that reports progress and ends after ``steps`` waits."""
+
+    def __init__(self, steps=3, fail=None):
+        self.steps, self.fail = steps, fail
+        self.cancelled = []
+        self.waits = 0
+
+    def submit(self, method, params, on_progress=None):
+        if self.fail == "submit":
+            from smite.protocol import BAD_INPUT, RpcError
+            raise RpcError(BAD_INPUT, "reference for frame 3 not found: /x.exr")
+        self.on_progress = on_progress
+        return "job-1"
+
+    def wait(self, job, timeout=None):
+        from smite.protocol import CANCELLED, RpcError
+        self.waits += 1
+        if self.cancelled:
+            raise RpcError(CANCELLED, "job job-1 cancelled")
+        if self.waits <= self.steps:
+            if self.on_progress:
+                self.on_progress({"job": job, "stage": "segment", "done": self.waits, "total": self.steps,
+                                  "message": ""})
+            raise TimeoutError
+        return {"written": [1, 2, 3], "skipped": []}
+
+    def cancel(self, job, timeout=30.0):
+        self.cancelled.append(job)
+        return {"job": job, "state": "cancelling"}
+
+
+def test_progress_text():
+    from nuke_smite.jobs import progress_text
+
+    assert progress_text({"stage": "segment", "done": 3, "total": 4, "message": "frame 12"}) == (
+        75, "segment 3/4: frame 12")
+    assert progress_text({"stage": "load", "done": 0, "total": 0}) == (0, "load")
+
+
+def test_job_runner_reports_progress_and_result():
+    from nuke_smite.jobs import JobRunner
+
+    seen, ends = [], []
+    runner = JobRunner(FakeClient(), "segment", {}, on_progress=seen.append, on_finish=ends.append, poll_s=0.0)
+    outcome = runner.start().join(10)
+    assert outcome.ok and outcome.result["written"] == [1, 2, 3]
+    assert outcome.message == "segment done: 3 frame(s) written, 0 already done"
+    assert [p["done"] for p in seen] == [1, 2, 3] and ends == [outcome]
+
+
+def test_job_runner_cancels_when_the_host_asks():
+    from nuke_smite.jobs import JobRunner
+
+    client = FakeClient(steps=1000)
+    flag = threading.Event()
+    flag.set()  # the artist pressed cancel in the progress panel
+    runner = JobRunner(lambda: client, "segment", {}, should_cancel=flag.is_set, poll_s=0.0)
+    runner.start()
+    outcome = runner.join(10)
+    assert outcome.state == "cancelled" and client.cancelled == ["job-1"]
+
+
+def test_job_runner_turns_errors_into_one_failed_outcome():
+    from nuke_smite.jobs import JobRunner
+
+    ends = []
+    outcome = JobRunner(FakeClient(fail="submit"), "segment", {}, on_finish=ends.append).run()
+    assert outcome.state == "failed" and "frame 3" in outcome.message and ends == [outcome]
+
+    def broken():
+        raise FileNotFoundError("/no/python")
+
+    outcome = JobRunner(broken, "learn", {}).run()
+    assert outcome.state == "failed" and "/no/python" in outcome.message
+
+
+# --- Python 3.9 --------------------------------------------------------------------------
+
+def test_package_compiles_and_pure_modules_import_on_python_39():
+    if not shutil.which(PY39):
+        pytest.skip("python3.9 not available")
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+            "import compileall, nuke_smite.keyframes, nuke_smite.manifest, nuke_smite.hostconfig, nuke_smite.jobs\n"
+            "ok = compileall.compile_dir(sys.argv[1] + '/nuke_smite', quiet=1, legacy=False, force=True)\n"
+            "ok = ok and compileall.compile_file(sys.argv[1] + '/install/nuke_install.py', quiet=1)\n"
+            "print('ok' if ok else 'fail')")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    proc = subprocess.run([PY39, "-c", code, REPO, os.path.join(REPO, "core")], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
