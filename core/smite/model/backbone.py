@@ -252,6 +252,19 @@ def write_tiny_tokenizer(folder: str) -> None:
         json.dump(special, handle, indent=1)
 
 
+def tiny_unet(text_width: int = 32, seed: int = 0):
+    """A tiny random `UNet2DConditionModel` with SD 2.1's block structure (see `make_tiny`)."""
+    diffusers, _ = _import_diffusers()
+    torch.manual_seed(seed)
+    return diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(16, 16, 32, 32), norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=text_width, attention_head_dim=(2, 2, 4, 4), use_linear_projection=True,
+    )
+
+
 def make_tiny(folder: str, seed: int = 0, text_width: int = 32) -> str:
     """Write a tiny random SD in diffusers format to `folder` (created); returns the folder.
 
@@ -264,14 +277,7 @@ def make_tiny(folder: str, seed: int = 0, text_width: int = 32) -> str:
     os.makedirs(folder, exist_ok=True)
     write_tiny_tokenizer(os.path.join(folder, "tokenizer"))
     tokenizer = transformers.CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer"), local_files_only=True)
-    torch.manual_seed(seed)
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(16, 16, 32, 32), norm_num_groups=8,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=text_width, attention_head_dim=(2, 2, 4, 4), use_linear_projection=True,
-    )
+    unet = tiny_unet(text_width, seed)
     torch.manual_seed(seed + 1)
     vae = diffusers.AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
