@@ -1,0 +1,236 @@
+"""Pure planning for a Blender SMITE job: keyframes, part names, frame numbers, paths, manifest.
+
+Nothing here imports ``bpy``: the operators gather plain values from Blender and hand them to
+these functions, so the rules (which file is which frame, what a part may be called, where the
+cache lives) are tested in the core's venv without Blender. Python 3.9-compatible.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # the core's rule (smite.config.PART_NAME)
+MATTE_PREFIX = "smite_"  # matte channels are smite_<part>.A (smite.io.matte.channel_name)
+REF_DIGITS = 5
+
+# Blender colourspace names -> names in the core's OCIO config (pinned CG config); others pass through.
+COLORSPACES = {
+    "sRGB": "sRGB - Texture",
+    "Linear": "Linear Rec.709 (sRGB)",  # Blender < 4.0
+    "Linear Rec.709": "Linear Rec.709 (sRGB)",
+    "Linear Rec.2020": "Linear Rec.2020",
+    "ACEScg": "ACEScg",
+    "ACES2065-1": "ACES2065-1",
+    "Non-Color": "Raw",
+    "Raw": "Raw",
+}
+
+
+class PlanError(ValueError):
+    """A one-line message for the artist, naming the field or file at fault."""
+
+
+def parse_keyframes(text: str, default: int) -> List[int]:
+    """Frames listed as ``"1,12,30"`` (also spaces, ``a-b`` and ``a-bxN`` ranges); ``default`` when empty.
+
+    Blender does not expose the times of mask shape keys to Python, so the artist types them.
+    """
+    tokens = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+    if not tokens:
+        return [int(default)]
+    frames = set()
+    for token in tokens:
+        m = re.fullmatch(r"(-?\d+)(?:-(-?\d+)(?:x(\d+))?)?", token)
+        if m is None:
+            raise PlanError(f"keyframes: cannot read {token!r} (write frames like 1,12,30 or 10-40x10)")
+        first = int(m.group(1))
+        last = int(m.group(2)) if m.group(2) is not None else first
+        step = int(m.group(3)) if m.group(3) else 1
+        if last < first or step < 1:
+            raise PlanError(f"keyframes: range {token!r} is empty")
+        frames.update(range(first, last + 1, step))
+    return sorted(frames)
+
+
+def part_names(layer_names: Sequence[str]) -> List[str]:
+    """Core part names for mask layers, in order: invalid characters -> ``_``, unique, start with a letter.
+
+    The core (and the EXR channel ``smite_<part>.A``) accepts only ``[A-Za-z][A-Za-z0-9_]*``, while a
+    mask layer may be called "Left Arm.001"; the mapping is deterministic so a re-run finds its outputs.
+    """
+    out: List[str] = []
+    for raw in layer_names:
+        name = re.sub(r"[^A-Za-z0-9_]+", "_", raw.strip()).strip("_") or "part"
+        if not name[0].isalpha():
+            name = "p_" + name
+        base, n = name, 2
+        while name in out:
+            name = f"{base}_{n}"
+            n += 1
+        out.append(name)
+    return out
+
+
+def sequence_pattern(path: str) -> Tuple[str, int]:
+    """``(pattern, number)`` for one file of an image sequence: the last digit run of the file name
+    becomes ``%0Nd`` (the core's frame token). ``/p/plate.0101.exr`` -> ``("/p/plate.%04d.exr", 101)``.
+    """
+    folder, name = os.path.split(path)
+    runs = list(re.finditer(r"\d+", name))
+    if not runs:
+        raise PlanError(f"plate {path} has no frame number in its file name (an image sequence is needed)")
+    run = runs[-1]
+    pattern = name[: run.start()] + f"%0{len(run.group(0))}d" + name[run.end():]
+    return os.path.join(folder, pattern), int(run.group(0))
+
+
+def discover_frames(pattern: str) -> List[int]:
+    """Frame numbers present on disk for a ``%0Nd`` pattern (padding as written, or wider)."""
+    folder, name = os.path.split(pattern)
+    m = re.search(r"%0(\d+)d", name)
+    if m is None:
+        raise PlanError(f"pattern {pattern} has no %0Nd frame field")
+    regex = re.compile(re.escape(name[: m.start()]) + r"(\d{%s,})" % m.group(1) + re.escape(name[m.end():]) + "$")
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return []
+    return sorted(int(x.group(1)) for x in map(regex.match, names) if x is not None)
+
+
+class FrameMap:
+    """Scene frame <-> file number of a sequence, Blender's rule for an image user or movie clip:
+    ``file = scene - start + 1 + offset`` (``start`` = scene frame where the sequence begins).
+    """
+
+    def __init__(self, start: int, offset: int) -> None:
+        self.start = int(start)
+        self.offset = int(offset)
+
+    def file_frame(self, scene_frame: int) -> int:
+        return int(scene_frame) - self.start + 1 + self.offset
+
+    def scene_frame(self, file_frame: int) -> int:
+        return int(file_frame) + self.start - 1 - self.offset
+
+    def __repr__(self) -> str:
+        return f"FrameMap(start={self.start}, offset={self.offset})"
+
+
+def format_frames(frames: Sequence[int]) -> str:
+    """A core frame range string (``"0-59"``, ``"1,5,9"``) for sorted unique ``frames``."""
+    frames = sorted(set(int(f) for f in frames))
+    if not frames:
+        raise PlanError("no frames to segment")
+    parts, i = [], 0
+    while i < len(frames):
+        j = i
+        while j + 1 < len(frames) and frames[j + 1] == frames[j] + 1:
+            j += 1
+        parts.append(str(frames[i]) if i == j else f"{frames[i]}-{frames[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def core_colorspace(blender_name: str) -> str:
+    """The core's name for a Blender colourspace (unknown names pass through; the core lists valid ones)."""
+    return COLORSPACES.get(blender_name, blender_name)
+
+
+def safe_name(text: str) -> str:
+    """A folder-safe name (scene or mask name) for the shot cache."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "shot"
+
+
+def cache_folder(blend_path: str, scene: str, mask: str, override: str = "", temp: str = "") -> str:
+    """Where references and mattes go: ``override`` if set, else ``<blend dir>/smite_cache/<scene>_<mask>``
+    (``temp`` dir when the file was never saved)."""
+    if override:
+        return os.path.abspath(override)
+    root = os.path.dirname(os.path.abspath(blend_path)) if blend_path else (temp or os.getcwd())
+    return os.path.join(root, "smite_cache", f"{safe_name(scene)}_{safe_name(mask)}")
+
+
+def reference_path(cache: str, part: str, file_frame: int) -> str:
+    """The rendered mask of ``part`` at plate file number ``file_frame``."""
+    return os.path.join(cache, "references", f"{part}.{int(file_frame):0{REF_DIGITS}d}.exr")
+
+
+def matte_pattern(cache: str, digits: int = 4) -> str:
+    """The core's output pattern (one multi-part EXR per plate frame, numbered like the plate)."""
+    return os.path.join(cache, "mattes", f"mattes.%0{max(1, int(digits))}d.exr")
+
+
+def matte_socket(part: str) -> str:
+    """How Blender names a part's output on an Image node of the matte EXR: ``smite_<part>.A`` is read
+    as pass ``smite_<part>`` (channel A) of the unnamed layer."""
+    return MATTE_PREFIX + part
+
+
+def build_manifest(plate: str, frames: Sequence[int], parts: Sequence[str],
+                   references: Mapping[int, Mapping[str, str]], colorspace: str,
+                   name: str = "") -> Dict[str, object]:
+    """The inline shot manifest for ``segment``/``learn``: ``references`` maps file frame -> {part: mask}.
+
+    Checks what the core would reject anyway, but says it in the artist's terms first.
+    """
+    frame_set = set(int(f) for f in frames)
+    if not parts:
+        raise PlanError("the mask has no layers: each mask layer is one part")
+    for part in parts:
+        if not PART_NAME.match(part):
+            raise PlanError(f"part name {part!r} must start with a letter and hold only letters, digits, _")
+    if not references:
+        raise PlanError("no keyframes: list the frames where the mask is drawn")
+    refs = []
+    for frame in sorted(references):
+        if frame not in frame_set:
+            raise PlanError(f"keyframe at plate frame {frame} is outside the plate ({format_frames(frames)})")
+        masks = dict(references[frame])
+        if masks:
+            refs.append({"frame": int(frame), "masks": masks})
+    drawn = {p for r in refs for p in r["masks"]}
+    missing = [p for p in parts if p not in drawn]
+    if missing:
+        raise PlanError(f"part '{missing[0]}' is empty on every keyframe")
+    out: Dict[str, object] = {
+        "plate": plate, "frames": format_frames(frames), "parts": list(parts),
+        "references": refs, "colorspace": colorspace,
+    }
+    if name:
+        out["name"] = name
+    return out
+
+
+def progress_fraction(progress: Optional[Mapping[str, object]]) -> float:
+    """0..1 from a ``progress`` notification ``{done, total}`` (0 before the first one)."""
+    if not progress:
+        return 0.0
+    try:
+        done, total = float(progress.get("done", 0)), float(progress.get("total", 0))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return max(0.0, min(1.0, done / total)) if total > 0 else 0.0
+
+
+def progress_text(state: str, progress: Optional[Mapping[str, object]]) -> str:
+    """The panel's status line: ``segment 12/60 (20%)`` style."""
+    if not progress:
+        return state
+    stage = str(progress.get("stage") or state)
+    done, total = progress.get("done"), progress.get("total")
+    pct = int(round(100 * progress_fraction(progress)))
+    return f"{stage} {done}/{total} ({pct}%)" if total else stage
+
+
+def matte_image_user(fmap: FrameMap, first: int, last: int) -> Tuple[int, int, int]:
+    """``(frame_start, frame_offset, frame_duration)`` for an Image node on the matte sequence whose files
+    ``first..last`` are numbered like the plate, so matte file N shows at the scene frame of plate file N.
+
+    Blender clamps a sequence to its duration, so the sequence starts at the first matte, not at the plate.
+    """
+    if last < first:
+        raise PlanError(f"no mattes in {first}-{last}")
+    return fmap.scene_frame(first), int(first) - 1, int(last) - int(first) + 1
