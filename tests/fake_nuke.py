@@ -500,8 +500,11 @@ def install() -> FakeNuke:
 def uninstall() -> None:
     for name in ("nuke", "nuke.rotopaint"):
         sys.modules.pop(name, None)
-    for name in [m for m in sys.modules if m.startswith("nuke_smite.node") or m.startswith("nuke_smite.render_refs")]:
-        sys.modules.pop(name, None)
+    package = sys.modules.get("nuke_smite")
+    for name in ("node", "render_refs"):  # modules bound to this fake: the next test imports them afresh
+        sys.modules.pop("nuke_smite." + name, None)
+        if package is not None and hasattr(package, name):
+            delattr(package, name)
 
 
 def make_roto(fake: FakeNuke, layers: List[RotoLayer], name: str = "Roto1", cls: str = "Roto") -> Node:

@@ -1,0 +1,255 @@
+"""nuke_smite's thin Nuke layer against tests/fake_nuke.py, and one end-to-end Segment.
+
+The fake raises on unknown nuke attributes, node classes and knob names, and on graph edits
+off the main thread, so these tests catch API typos and threading mistakes. The end-to-end
+test renders "roto" from the bundled chair masks, runs a real `smite serve` (weight-free
+backend) on six frames, and checks what the node puts in the graph.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import runpy
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fake_nuke  # noqa: E402
+from fake_nuke import FakeNukeError, RotoLayer, RotoShape, make_roto  # noqa: E402
+
+CHAIR = os.path.join(REPO, "tests", "data", "chair")
+
+
+@pytest.fixture
+def fake():
+    f = fake_nuke.install()
+    yield f
+    mod = sys.modules.get("nuke_smite.node")
+    if mod is not None:
+        mod.shutdown_servers()
+    fake_nuke.uninstall()
+
+
+@pytest.fixture
+def node(fake):
+    return importlib.import_module("nuke_smite.node")
+
+
+def scene(fake, first=0, last=5):
+    """A Read on the chair plate and a Roto with layers 'left' (keys 0, 5) and 'right' (key 5)."""
+    read = fake.create("Read", name="Read1")
+    read["file"].setValue(os.path.join(CHAIR, "frames", "%05d.jpg").replace(os.sep, "/"))
+    read["first"].setValue(first)
+    read["last"].setValue(last)
+    layers = [RotoLayer("left", [RotoShape("Bezier1", [0.0, 5.0])]), RotoLayer("right", [RotoShape("Bezier2", [5.0])])]
+    roto = make_roto(fake, layers)
+    fake.selected = [read, roto]
+    return read, roto, layers
+
+
+# --- the fake itself ----------------------------------------------------------------------
+
+def test_fake_nuke_rejects_unknown_api_and_off_thread_edits(fake):
+    with pytest.raises(FakeNukeError, match="nuke.exectue"):
+        fake.exectue
+    with pytest.raises(FakeNukeError, match="Shufle"):
+        fake.nodes.Shufle()
+    read = fake.create("Read")
+    with pytest.raises(FakeNukeError, match="'flie'"):
+        read["flie"]
+    import threading
+    errors = []
+    t = threading.Thread(target=lambda: errors.append(_catch(lambda: read["file"].setValue("x"))))
+    t.start()
+    t.join()
+    assert "off the main thread" in errors[0]
+
+
+def _catch(fn):
+    try:
+        fn()
+    except RuntimeError as exc:
+        return str(exc)
+    return ""
+
+
+# --- menu and node creation ---------------------------------------------------------------
+
+def test_menu_registers_smite_matte(fake):
+    runpy.run_path(os.path.join(REPO, "nuke_smite", "startup", "menu.py"))
+    command = fake.menus["Nodes"].items["SMITE"].items["SMITE Matte"]
+    assert "nuke_smite.node.create_node()" in command
+
+
+def test_startup_init_puts_package_and_core_on_sys_path(fake, monkeypatch):
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in (REPO, os.path.join(REPO, "core"))])
+    monkeypatch.setenv("SMITE_NUKE_ROOT", REPO)
+    monkeypatch.setenv("SMITE_CORE", os.path.join(REPO, "core"))
+    runpy.run_path(os.path.join(REPO, "nuke_smite", "startup", "init.py"))
+    assert sys.path[0] == os.path.join(REPO, "core") and REPO in sys.path
+
+
+def test_create_node_builds_the_group_and_wires_the_selection(fake, node):
+    read, roto, _ = scene(fake)
+    group = node.create_node()
+    assert group.Class() == "Group" and group.name() == "SMITE_Matte1"
+    assert group.input(0) is read and group.input(1) is roto
+    assert [n.Class() for n in group.nodes()] == ["Input", "Input", "Read", "Output"]
+    assert group["keyframes"].value() == "0,5"
+    assert group["backend"].value() == "propagate" and group["status"].value() == "idle"
+    assert "on_segment" in group["segment"].value() and "on_learn" in group["learn"].value()
+    assert group[node.MARKER_KNOB].visible is False
+    assert node.create_node().name() == "SMITE_Matte2"
+
+
+def test_segment_without_a_plate_says_so_on_the_status_line(fake, node):
+    fake.selected = []
+    group = node.create_node()
+    assert node.on_segment(group) is None
+    assert group["status"].value() == "error: connect the plate Read to input 0 (plate)"
+
+
+def test_bad_layer_name_is_reported(fake, node):
+    read, roto, layers = scene(fake)
+    layers[1].name = "right arm"
+    group = node.create_node()
+    assert node.on_segment(group) is None
+    assert "'right arm' is not a valid part name" in group["status"].value()
+
+
+# --- reference rendering ------------------------------------------------------------------
+
+def test_render_references_isolates_each_layer_and_cleans_up(fake, node, tmp_path):
+    from nuke_smite import render_refs
+    from nuke_smite.manifest import CachePaths
+
+    read, roto, layers = scene(fake)
+    group = node.create_node()
+    seen = []
+
+    def renderer(write, frame):
+        seen.append((write["file"].value(), frame, [layer.name for layer in layers if layer.getVisible(frame)]))
+        assert write.input(0).input(0) is group.node("plate") and write.input(0).input(1) is group.node("roto")
+
+    fake.renderer = renderer
+    paths = CachePaths(str(tmp_path))
+    masks = render_refs.render_references(group, roto, [0, 5], paths)
+    ref = paths.ref_pattern
+    assert seen == [(ref("left"), 0, ["left"]), (ref("left"), 5, ["left"]),
+                    (ref("right"), 0, ["right"]), (ref("right"), 5, ["right"])]
+    assert masks == {0: {"left": paths.ref_file("left", 0), "right": paths.ref_file("right", 0)},
+                     5: {"left": paths.ref_file("left", 5), "right": paths.ref_file("right", 5)}}
+    assert all(layer.getVisible(f) for layer in layers for f in (0, 5))
+    assert [n.Class() for n in group.nodes()] == ["Input", "Input", "Read", "Output"]  # temp nodes gone
+    assert not fake.group_stack
+
+
+def test_render_failure_still_deletes_the_temporary_nodes(fake, node, tmp_path):
+    from nuke_smite import render_refs
+    from nuke_smite.manifest import CachePaths
+
+    read, roto, layers = scene(fake)
+    group = node.create_node()
+
+    def renderer(write, frame):
+        raise RuntimeError("Write1: cannot open file")
+
+    fake.renderer = renderer
+    with pytest.raises(RuntimeError):
+        render_refs.render_references(group, roto, [0], CachePaths(str(tmp_path)))
+    assert [n.Class() for n in group.nodes()] == ["Input", "Input", "Read", "Output"]
+    assert all(layer.getVisible(0) for layer in layers) and not fake.group_stack
+
+
+# --- results ------------------------------------------------------------------------------
+
+def test_apply_results_is_idempotent_and_reloads(fake, node):
+    scene(fake)
+    group = node.create_node()
+    for _ in range(2):
+        read = node.apply_results(group, ["left", "right"], "/cache/mattes/mattes.####.exr", 0, 5)
+    assert read["file"].value() == "/cache/mattes/mattes.####.exr" and read["raw"].value() is True
+    assert (read["first"].value(), read["last"].value()) == (0, 5) and read["on_error"].value() == "black"
+    assert read["reload"].executed == 2
+    copies = [n for n in group.nodes() if n.Class() == "Copy"]
+    assert [c.name() for c in copies] == ["smite_copy_left", "smite_copy_right"]
+    assert copies[0].input(0) is group.node("plate") and copies[1].input(0) is copies[0]
+    assert all(c.input(1) is read for c in copies)
+    assert copies[1]["from0"].value() == copies[1]["to0"].value() == "smite_right.alpha"
+    output = next(n for n in group.nodes() if n.Class() == "Output")
+    assert output.input(0) is copies[1]
+    assert fake.declared_layers == {"smite_left": ["smite_left.alpha"], "smite_right": ["smite_right.alpha"]}
+
+
+# --- end to end ---------------------------------------------------------------------------
+
+def chair_renderer(layers):
+    """Fake Nuke render of the roto alpha: the chair mask, split at its median column into left/right."""
+    from PIL import Image
+    from smite.io.image import write_image
+    from smite.io.sequence import frame_path
+
+    def render(write, frame):
+        labels = np.array(Image.open(os.path.join(CHAIR, "masks", f"{frame:05d}.png")))
+        obj = labels == 1
+        cut = int(np.median(np.nonzero(obj)[1]))
+        halves = {"left": obj.copy(), "right": obj.copy()}
+        halves["left"][:, cut:] = False
+        halves["right"][:, :cut] = False
+        alpha = np.zeros(obj.shape, np.float32)
+        for layer in layers:
+            if layer.getVisible(frame):
+                alpha = np.maximum(alpha, halves[layer.name].astype(np.float32))
+        path = frame_path(write["file"].value(), frame)
+        write_image(path, alpha[:, :, None], dtype="half", channel_names=["A"])
+
+    return render
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(CHAIR, "frames")), reason="bundled chair sample missing")
+def test_segment_end_to_end_through_a_real_server(fake, node, tmp_path):
+    import OpenImageIO as oiio
+
+    read, roto, layers = scene(fake, 0, 5)
+    fake.renderer = chair_renderer(layers)
+    group = node.create_node()
+    group["smite_python"].setValue(sys.executable)
+    cache = tmp_path / "cache"
+    group["cache_dir"].setValue(str(cache))
+
+    runner = node.on_segment(group)
+    assert runner is not None, group["status"].value()
+    fake.pump(lambda: not runner.thread.is_alive() and not fake.main_queue, timeout=120)
+    assert runner.outcome.ok, runner.outcome
+    assert group["status"].value().startswith("segment done: 6 frame(s) written")
+
+    shot = json.loads((cache / "shot.json").read_text())
+    assert shot["frames"] == "0-5" and shot["parts"] == ["left", "right"]
+    assert shot["references"] == [
+        {"frame": 0, "masks": {"left": "refs/left.0000.exr", "right": "refs/right.0000.exr"}},
+        {"frame": 5, "masks": {"left": "refs/left.0005.exr", "right": "refs/right.0005.exr"}}]
+
+    inner = group.node("smite_mattes")
+    assert inner["file"].value() == str(cache / "mattes" / "mattes.####.exr").replace(os.sep, "/")
+    assert inner["raw"].value() is True and inner["reload"].executed == 1
+    assert sorted(os.listdir(cache / "mattes")) == [f"mattes.{f:04d}.exr" for f in range(6)]
+    spec = oiio.ImageInput.open(str(cache / "mattes" / "mattes.0003.exr")).spec()
+    assert {"smite_left.A", "smite_right.A"} <= set(spec.channelnames)
+    assert fake.declared_layers == {"smite_left": ["smite_left.alpha"], "smite_right": ["smite_right.alpha"]}
+    assert group.node("smite_copy_right")["from0"].value() == "smite_right.alpha"
+
+    tasks = [t for t in fake.ProgressTask.instances if t.title == "SMITE segment"]
+    assert tasks and tasks[0].progress and max(tasks[0].progress) == 100
+
+    # A re-run resumes (nothing left to write) and reloads the Read.
+    runner = node.on_segment(group)
+    fake.pump(lambda: not runner.thread.is_alive() and not fake.main_queue, timeout=60)
+    assert runner.outcome.ok and inner["reload"].executed == 2
+    assert "6 already done" in group["status"].value()
