@@ -15,7 +15,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="torch==2.13.0"
-EXTRAS="test,diffusion"  # CI and workstations get the SMITE diffusion backend (diffusers); --extras replaces it
+EXTRAS="test,diffusion,farm"  # CI and workstations get the diffusion backend and the farm job writers; --extras replaces it
 BLENDER=0
 BPY_SPEC="bpy==5.0.1"
 

@@ -21,6 +21,7 @@ COMMANDS = {
     "bench": ("bench", "measure quality and speed on a folder of clips with ground truth"),
     "doctor": ("doctor", "show versions, devices and which backends/trackers are usable"),
     "serve": ("serve", "JSON-RPC server on stdin/stdout for host applications"),
+    "farm": ("farm", "write farm job descriptions: OpenJD, OpenCue, Deadline"),
     "models": ("models", "write the tiny test model or fetch Stable Diffusion (needs internet)"),
 }
 
