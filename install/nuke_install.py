@@ -91,7 +91,8 @@ def install(nuke_dir: str, python: str, repo: str = REPO) -> List[str]:
         except ValueError:
             pass
     base = strip_block(old or "")
-    new = base + ("\n" if base and not base.endswith("\n") else "") + ("\n" if base.strip() else "") + block(nuke_dir, repo)
+    gap = ("\n" if base and not base.endswith("\n") else "") + ("\n" if base.strip() else "")
+    new = base + gap + block(nuke_dir, repo)
     if new != old:
         _write(init_path, new)
         changes.append(f"{'created' if old is None else 'updated'} {init_path}: plugin path "

@@ -95,7 +95,7 @@ def _add_knobs(group: Any) -> None:
     group["smite_python"].setValue(hostconfig.resolve_python(config=cfg))
     group["smite_core"].setValue(hostconfig.resolve_core(config=cfg))
     group["smite_python"].setTooltip("the core venv's python (install/nuke_install.py or $SMITE_PYTHON)")
-    group["cache_dir"].setTooltip("shot cache: rendered roto references, shot.json, mattes (empty = next to the script)")
+    group["cache_dir"].setTooltip("shot cache: roto references, shot.json, mattes (empty = next to the script)")
     group["model_file"].setTooltip("part model written by Learn (empty = <shot cache>/parts.smite)")
     group["keyframes"].setTooltip("frames whose roto is a reference, e.g. 1001,1020-1022 (empty = the Roto's keys)")
     group[MARKER_KNOB].setVisible(False)

@@ -242,6 +242,20 @@ def test_segment_end_to_end_through_a_real_server(fake, node, tmp_path):
     assert sorted(os.listdir(cache / "mattes")) == [f"mattes.{f:04d}.exr" for f in range(6)]
     spec = oiio.ImageInput.open(str(cache / "mattes" / "mattes.0003.exr")).spec()
     assert {"smite_left.A", "smite_right.A"} <= set(spec.channelnames)
+    from PIL import Image
+    from smite.io.matte import read_matte
+
+    parts, probs, _ = read_matte(str(cache / "mattes" / "mattes.0003.exr"))  # each part follows its own half
+    obj = np.array(Image.open(os.path.join(CHAIR, "masks", "00003.png"))) == 1
+    cut = int(np.median(np.nonzero(obj)[1]))
+    for part in ("left", "right"):
+        matte = np.asarray(probs[parts.index(part)]) > 0.5
+        truth = obj.copy()
+        if part == "left":
+            truth[:, cut:] = False
+        else:
+            truth[:, :cut] = False
+        assert (matte & truth).sum() / max(1, (matte | truth).sum()) > 0.5, part
     assert fake.declared_layers == {"smite_left": ["smite_left.alpha"], "smite_right": ["smite_right.alpha"]}
     assert group.node("smite_copy_right")["from0"].value() == "smite_right.alpha"
 
