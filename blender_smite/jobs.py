@@ -155,6 +155,7 @@ class Job:
         digits = max(4, len(str(max(plate["files"]))))
         self.pattern = shotplan.matte_pattern(cache, digits)
         self.fmap, self.files, self.cache = fmap, plate["files"], cache
+        self.key = f"{scene.name}/{mask.name}"  # which SMITE Matte group this shot feeds
         settings = {"backend": props.backend}
         if self.method == "learn":
             model = bpy.path.abspath(props.part_model) or os.path.join(cache, "parts.smite")
@@ -193,7 +194,7 @@ class Job:
 
     def finish(self, result: Any) -> None:
         if self.method == "segment":
-            node = compositor.build_matte_group(self.scene, f"{self.scene.name}/{self.props.mask.name}", self.parts,
+            node = compositor.build_matte_group(self.scene, self.key, self.parts,
                                                 self.pattern, self.fmap, min(self.files), max(self.files))
             self.message = f"mattes in {os.path.dirname(self.pattern)} -> node '{node.name}'"
         else:

@@ -47,7 +47,8 @@ class _SmiteJobOperator:
         if state == "done":
             self.report({"INFO"}, f"SMITE {self.method}: {self._job.message}")
             return {"FINISHED"}
-        self.report({"WARNING"} if state == "cancelled" else {"ERROR"}, f"SMITE {self.method} {state}: {self._job.message}")
+        level = {"WARNING"} if state == "cancelled" else {"ERROR"}
+        self.report(level, f"SMITE {self.method} {state}: {self._job.message}")
         return {"CANCELLED"}
 
     def _step(self, context):

@@ -16,10 +16,12 @@ BACKENDS = [
 class SmitePreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
-    core_path: StringProperty(name="Core folder", subtype="DIR_PATH",
-                              description="The SMITE core sources (<repo>/core); empty: $SMITE_CORE or where installed from")
-    python_path: StringProperty(name="Core Python", subtype="FILE_PATH",
-                                description="The core venv's python (or the venv folder); empty: $SMITE_PYTHON or <repo>/.venv")
+    core_path: StringProperty(
+        name="Core folder", subtype="DIR_PATH",
+        description="The SMITE core sources (<repo>/core); empty: $SMITE_CORE or where installed from")
+    python_path: StringProperty(
+        name="Core Python", subtype="FILE_PATH",
+        description="The core venv's python (or the venv folder); empty: $SMITE_PYTHON or <repo>/.venv")
 
     def draw(self, context):
         layout = self.layout
@@ -43,8 +45,9 @@ class SmiteSceneSettings(bpy.types.PropertyGroup):
     backend: EnumProperty(name="Backend", items=BACKENDS, default="propagate")
     part_model: StringProperty(name="Part model", subtype="FILE_PATH",
                                description="Part model file written by Learn (default: in the shot cache)")
-    cache_dir: StringProperty(name="Cache", subtype="DIR_PATH",
-                              description="Shot cache for references and mattes (default: //smite_cache/<scene>_<mask>)")
+    cache_dir: StringProperty(
+        name="Cache", subtype="DIR_PATH",
+        description="Shot cache for references and mattes (default: //smite_cache/<scene>_<mask>)")
     force: BoolProperty(name="Recompute all", default=False,
                         description="Rewrite every matte instead of resuming the missing or outdated ones")
     progress: FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR", options={"SKIP_SAVE"})

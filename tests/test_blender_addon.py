@@ -101,7 +101,8 @@ def test_misc_helpers(tmp_path):
     assert shotplan.progress_fraction({"done": 3, "total": 0}) == 0.0
     assert shotplan.progress_text("running", {"stage": "segment", "done": 3, "total": 12}) == "segment 3/12 (25%)"
     blend = str(tmp_path / "shots" / "a.blend")
-    assert shotplan.cache_folder(blend, "Scene 1", "Roto/x") == str(tmp_path / "shots" / "smite_cache" / "Scene_1_Roto_x")
+    want = tmp_path / "shots" / "smite_cache" / "Scene_1_Roto_x"
+    assert shotplan.cache_folder(blend, "Scene 1", "Roto/x") == str(want)
     assert shotplan.cache_folder("", "S", "M", temp=str(tmp_path)) == str(tmp_path / "smite_cache" / "S_M")
     assert shotplan.matte_pattern("/c", 5) == os.path.join("/c", "mattes", "mattes.%05d.exr")
 
@@ -122,7 +123,8 @@ def test_locate_order(tmp_path):
     _fake_core(tmp_path / "other")
     repo, other = tmp_path / "repo", tmp_path / "other"
     # nothing set: the repo the add-on folder sits in
-    assert corelink.locate(env={}, addon_dir=str(addon)) == (str(repo / "core"), str(repo / ".venv" / "bin" / "python"))
+    got = corelink.locate(env={}, addon_dir=str(addon))
+    assert got == (str(repo / "core"), str(repo / ".venv" / "bin" / "python"))
     # the environment beats the repo; a repo root is accepted as the core folder
     env = {"SMITE_CORE": str(other)}
     assert corelink.locate(env=env, addon_dir=str(addon))[0] == str(other / "core")
