@@ -7,7 +7,6 @@ The job runs `python -m smite learn` once when a part model must be trained, the
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -17,7 +16,6 @@ from ..farm.job import DEFAULT_CHUNK, DEFAULT_GPU_MEMORY_GB, FarmJob
 from ..io.sequence import check_output_pattern, parse_frame_range
 from .segment import add_settings_arguments, settings_from_args
 
-log = logging.getLogger(__name__)
 FORMATS = ("openjd", "opencue", "deadline")
 
 
@@ -38,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="job name (default: smite_<manifest name>)")
     parser.add_argument("--show", help="OpenCue show (default $SHOW or 'smite')")
     parser.add_argument("--learn-job-id", help="Deadline: id of an already submitted Learn job to depend on")
-    parser.add_argument("--output", help="file to write (openjd, opencue; default stdout) or folder (deadline; default .)")
+    parser.add_argument("--output",
+                        help="file to write (openjd, opencue; default stdout) or folder (deadline; default .)")
     add_settings_arguments(parser)
 
 

@@ -62,7 +62,8 @@ class FarmJob:
         chosen = sorted(shot.frames if frames is None else frames)
         outside = sorted(set(chosen) - set(shot.frames))
         if outside:
-            raise BadInputError(f"frame {outside[0]} is outside the shot's frames {format_frame_range(list(shot.frames))}")
+            shot_range = format_frame_range(list(shot.frames))
+            raise BadInputError(f"frame {outside[0]} is outside the shot's frames {shot_range}")
         for key in ("model", "parts"):
             if kwargs.get(key):
                 kwargs[key] = os.path.abspath(kwargs[key])
