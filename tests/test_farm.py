@@ -47,7 +47,12 @@ def test_chunks_cover_the_range_once(tmp_path):
 
 
 def test_learn_only_when_a_diffusion_part_model_is_missing(tmp_path):
-    assert _diffusion(tmp_path).needs_learn
+    job = _diffusion(tmp_path)
+    assert job.needs_learn
+    job = FarmJob.for_shot(CHAIR, load_shot(CHAIR), "o/m.####.exr", backend="diffusion", parts=job.parts,
+                           options=("--temporal", "off", "--set", "seed=2"))
+    assert job.learn_args()[-2:] == ["--set", "seed=2"] and "--temporal" not in job.learn_args()
+    assert job.segment_args("1-8")[-4:] == ["--temporal", "off", "--set", "seed=2"]
     assert not _diffusion(tmp_path, parts_exist=True).needs_learn
     assert not _job(tmp_path).needs_learn
 

@@ -28,7 +28,8 @@ class FarmJob:
     frames: the contiguous run of shot frames to render, in order.
     chunk: frames per Segment task. context: `--context` for every chunk (None: the settings' own).
     backend, model, parts: passed through to `smite segment`; `parts` is also Learn's output.
-    options: further `smite segment` arguments, already spelled (`--set`, `KEY=VALUE`, …).
+    options: further `smite segment` options as flag/value pairs (`--set`, `KEY=VALUE`, …);
+        Learn gets the `--set` ones.
     python: the interpreter of the SMITE venv on the workers (`python -m smite`).
     """
 
@@ -104,7 +105,10 @@ class FarmJob:
         args = ["-m", "smite", "learn", "--shot", self.shot, "--out", str(self.parts), "--quiet"]
         if self.model:
             args += ["--model", self.model]
-        return args + list(self.options)
+        for flag, value in zip(self.options[::2], self.options[1::2]):
+            if flag == "--set":  # learn takes setting overrides, not segment's --temporal/--settings
+                args += [flag, value]
+        return args
 
     def _model_args(self) -> list[str]:
         args = []
