@@ -15,6 +15,15 @@ from smite.model.attention import (  # noqa: E402
 from smite.model.backbone import tiny_unet  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny networks on a busy 2-core machine run ~10x faster single-threaded
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def unet():
     net = tiny_unet(text_width=32, seed=0).eval()

@@ -22,6 +22,7 @@ COMMANDS = {
     "doctor": ("doctor", "show versions, devices and which backends/trackers are usable"),
     "serve": ("serve", "JSON-RPC server on stdin/stdout for host applications"),
     "farm": ("farm", "write farm job descriptions: OpenJD, OpenCue, Deadline"),
+    "learn": ("learn", "learn part vectors from reference masks into a part model (.smite)"),
     "models": ("models", "write the tiny test model or fetch Stable Diffusion (needs internet)"),
 }
 

@@ -1,0 +1,114 @@
+"""Settings of the SMITE diffusion backend: learning and segmenting, the paper's values as defaults.
+
+One frozen dataclass, one home per tunable number, each with a one-line why (SMITE-METHOD.md is the
+reference). The lead nests it into `config.Settings`; it saves as sorted JSON with a version and
+validates on construction, so a bad value fails before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..errors import BadInputError
+
+DIFFUSION_SETTINGS_VERSION = 1
+INVERSIONS = ("noise", "ddim")
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """How the diffusion backend learns parts and segments. Defaults follow SMITE (ICLR 2025)."""
+
+    model: str = ""  # SD folder or single file; empty: $SMITE_MODEL
+    resolution: int = 512  # model-space side: SD 2.1-base works at 512² (latents 64²)
+    # -- learning (§2) --
+    learn_epochs: int = 300  # official schedule: 300 epochs x #references, one reference per step
+    learn_steps: int = 0  # > 0 overrides epochs x references (quick runs, tests)
+    learn_lr: float = 0.1  # Adam learning rate of the part vectors
+    learn_t_min: int = 5  # timesteps drawn from U{t_min..t_max}: low noise keeps the image readable
+    learn_t_max: int = 100
+    ce_weight: float = 1.0  # class-weighted CE on the raw cross-attention logits
+    was_weight: float = 1.0  # times K: MSE between the WAS map and the one-hot labels
+    sd_weight: float = 0.005  # noise-prediction loss keeps the vectors in the text manifold
+    sd_guidance: float = 100.0  # official: classifier-free guidance scale inside the SD loss (1 = no extra pass)
+    kv_phase: bool = True  # official default: second phase fine-tunes attn2 to_k/to_v with the vectors frozen
+    kv_start_epoch: int = 50  # epochs of vector learning before the k/v phase
+    kv_lr: float = 1e-6  # Adam learning rate of the k/v phase
+    val_every: int = 50  # steps between validations when a held-out reference is given (best state kept)
+    aug_crop: float = 0.5  # probability of a random crop that keeps a part
+    aug_rotate: float = 30.0  # max rotation in degrees (use 10 for faces)
+    aug_flip: float = 0.5  # probability of a horizontal flip
+    aug_blur: float = 0.2  # probability of a Gaussian blur
+    aug_dropout: float = 0.2  # probability of coarse dropout (a few blanked rectangles)
+    aug_zoom_out: float = 0.1  # probability of shrinking the image onto a larger grey canvas
+    # -- segmenting (§3) --
+    window: int = 16  # frames per inflated-attention window
+    overlap: int = 8  # frames shared by consecutive windows; their results seed the next window
+    ref_t: int = 100  # timestep of the reference pass
+    inversion: str = "noise"  # reference latents: "noise" (official one-shot add_noise) or "ddim" (paper)
+    guide_t_start: int = 103  # guided denoising runs DDIM from here down to ref_t
+    guide_steps: int = 4  # DDIM steps from guide_t_start to ref_t
+    guided_steps: int = 3  # optimise the latents after each of the first N DDIM steps
+    guide_iters: int = 15  # Adam-style latent updates per guided step
+    guide_chunk: int = 4  # frames per latent-optimisation chunk (memory)
+    guide_lr_scale: float = 10.0  # step size = scale * sigma_t, sigma_t = (1 - alpha_t) / alpha_t
+    lambda_track: float = 1.0  # weight of E_track (CE to the voted maps); published 1-2
+    lambda_reg: float = 8.0  # weight of E_reg (3-D DCT low-pass L1 to the reference WAS); published 8
+    guidance: bool = True  # the paper's temporal guidance; off in the official configs, on in ours
+    hierarchical: bool = True  # official: second pass on a crop around the subject
+    crop_margin: float = 0.04  # margin added around the subject's box in the crop pass
+    tracker: str = "flow"  # point tracker for voting: weight-free "flow" or "cotracker"
+    track_grid: int = 64  # query points per side and frame (64x64 on 64² latents)
+    seed: int = 0  # every random choice derives from this
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise BadInputError(f"diffusion setting {message}")
+
+        need(self.resolution >= 32 and self.resolution % 32 == 0, f"resolution must be a multiple of 32, got {self.resolution}")
+        need(self.learn_epochs >= 1 and self.learn_steps >= 0, "learn_epochs must be >= 1 and learn_steps >= 0")
+        need(1 <= self.learn_t_min <= self.learn_t_max <= 999, f"need 1 <= learn_t_min <= learn_t_max <= 999")
+        need(self.window >= 1 and 0 <= self.overlap < self.window, f"need window >= 1 and 0 <= overlap < window")
+        need(self.inversion in INVERSIONS, f"inversion must be one of {', '.join(INVERSIONS)}, got {self.inversion!r}")
+        need(self.guide_t_start >= self.ref_t >= 1, "need guide_t_start >= ref_t >= 1")
+        need(self.guide_steps >= 1 and 0 <= self.guided_steps <= self.guide_steps, "need 0 <= guided_steps <= guide_steps")
+        need(self.guide_chunk >= 1 and self.guide_iters >= 0, "need guide_chunk >= 1 and guide_iters >= 0")
+        need(self.tracker in ("flow", "cotracker"), f"tracker must be flow or cotracker, got {self.tracker!r}")
+        for name in ("aug_crop", "aug_flip", "aug_blur", "aug_dropout", "aug_zoom_out"):
+            need(0.0 <= getattr(self, name) <= 1.0, f"{name} is a probability in [0, 1]")
+
+    @property
+    def latent_side(self) -> int:
+        return self.resolution // 8
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DiffusionSettings":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "version":
+                continue
+            if key not in known:
+                raise BadInputError(f"unknown diffusion setting '{key}'")
+            default = known[key].default
+            if isinstance(default, bool) != isinstance(value, bool):
+                raise BadInputError(f"diffusion setting '{key}' must be {type(default).__name__}, got {value!r}")
+            if isinstance(default, float) and isinstance(value, int):
+                value = float(value)
+            if not isinstance(value, type(default)):
+                raise BadInputError(f"diffusion setting '{key}' must be {type(default).__name__}, got {value!r}")
+            values[key] = value
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": DIFFUSION_SETTINGS_VERSION, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **changes: Any) -> "DiffusionSettings":
+        return dataclasses.replace(self, **changes)
