@@ -15,7 +15,7 @@ from smite.model.attention import (  # noqa: E402
 from smite.model.backbone import tiny_unet  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
     # tiny networks on a busy 2-core machine run ~10x faster single-threaded
     before = torch.get_num_threads()

@@ -14,6 +14,14 @@ from smite.errors import MissingModelError  # noqa: E402
 from smite.model.backbone import backbone_hash, load_backbone, make_tiny  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks on a busy 2-core machine run ~10x faster single-threaded
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return make_tiny(str(tmp_path_factory.mktemp("tiny")), seed=0)

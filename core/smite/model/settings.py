@@ -49,6 +49,7 @@ class DiffusionSettings:
     overlap: int = 8  # frames shared by consecutive windows; their results seed the next window
     ref_t: int = 100  # timestep of the reference pass
     inversion: str = "noise"  # reference latents: "noise" (official one-shot add_noise) or "ddim" (paper)
+    inversion_steps: int = 10  # DDIM inversion steps from the clean latent to ref_t (inversion="ddim")
     guide_t_start: int = 103  # guided denoising runs DDIM from here down to ref_t
     guide_steps: int = 4  # DDIM steps from guide_t_start to ref_t
     guided_steps: int = 3  # optimise the latents after each of the first N DDIM steps
@@ -57,11 +58,8 @@ class DiffusionSettings:
     guide_lr_scale: float = 10.0  # step size = scale * sigma_t, sigma_t = (1 - alpha_t) / alpha_t
     lambda_track: float = 1.0  # weight of E_track (CE to the voted maps); published 1-2
     lambda_reg: float = 8.0  # weight of E_reg (3-D DCT low-pass L1 to the reference WAS); published 8
-    guidance: bool = True  # the paper's temporal guidance; off in the official configs, on in ours
-    hierarchical: bool = True  # official: second pass on a crop around the subject
-    crop_margin: float = 0.04  # margin added around the subject's box in the crop pass
     tracker: str = "flow"  # point tracker for voting: weight-free "flow" or "cotracker"
-    track_grid: int = 64  # query points per side and frame (64x64 on 64² latents)
+    part_model: str = ""  # .smite file from `smite learn`; empty: learn from the shot's references first
     seed: int = 0  # every random choice derives from this
 
     def __post_init__(self) -> None:

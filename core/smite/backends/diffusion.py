@@ -1,0 +1,174 @@
+"""SMITE diffusion backend: learned parts on Stable Diffusion, windows of inflated attention, guidance.
+
+The predictor API of `backends.base` over `method.segment.WindowSegmenter`:
+- the part model comes from `part_model` (a `.smite` file from `smite learn`, checked against the
+  loaded backbone and the shot's part names) or, without one, is learned first from the shot's
+  references with the same settings (`method.learn`);
+- the loaded frames are cut into windows of 16 with overlap 8; a window's first `overlap` frames
+  take the previous window's final maps as their reference (the carry), and their output comes from
+  the later window, which saw them with more context;
+- frames are stretched to the square model space and the latent-grid maps stretched back to the
+  plate's aspect (long side = resolution); the engine refines them to plate resolution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..config import Settings
+from ..errors import BadInputError, MissingModelError
+from ..frames import FrameSource
+from ..method.learn import Example, PartLearner
+from ..method.segment import WindowSegmenter, plan_windows, window_seed
+from ..model.backbone import Backbone, load_backbone
+from ..model.parts import PartModel, load_part_model
+from ..model.settings import DiffusionSettings
+from ..track.base import Tracker
+from .base import VideoState
+
+log = logging.getLogger(__name__)
+
+
+def make_tracker(settings: DiffusionSettings, resolution: int) -> Tracker:
+    """The point tracker for voting: the weight-free flow tracker (default) or CoTracker."""
+    if settings.tracker == "cotracker":
+        raise MissingModelError("the CoTracker tracker is not wired into the diffusion backend yet; use tracker=flow")
+    from ..track.flow import FlowTracker
+
+    return FlowTracker(max_side=min(resolution, 480))
+
+
+class DiffusionBackend:
+    """SMITE on Stable Diffusion; see module doc."""
+
+    name = "diffusion"
+
+    def __init__(self, settings: Settings, diffusion: DiffusionSettings | None = None, *,
+                 backbone: Backbone | None = None, part_model: PartModel | None = None,
+                 tracker: Tracker | None = None) -> None:
+        self.settings = settings
+        self.diffusion = diffusion or getattr(settings, "diffusion", None) or DiffusionSettings()
+        self._backbone = backbone
+        self._part_model = part_model
+        self._tracker = tracker
+
+    # -- components, loaded on first use ---------------------------------------------------------
+    @property
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            self._backbone = load_backbone(self.diffusion.model or None)
+        return self._backbone
+
+    @property
+    def model_hash(self) -> str:
+        """Identity of what decides the mattes: backbone plus part model (engine stores it per frame)."""
+        h = hashlib.sha256(self.backbone.hash.encode())
+        pm = self._loaded_part_model()
+        if pm is not None:
+            h.update(pm.context.numpy().tobytes())
+            for name in sorted(pm.kv_deltas):
+                h.update(pm.kv_deltas[name].numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def _loaded_part_model(self) -> PartModel | None:
+        if self._part_model is None and self.diffusion.part_model:
+            self._part_model = load_part_model(self.diffusion.part_model, backbone_hash=self.backbone.hash)
+        return self._part_model
+
+    # -- predictor API -------------------------------------------------------------------------
+    def init_state(self, source: FrameSource, parts: Sequence[str]) -> VideoState:
+        return VideoState(source=source, parts=tuple(parts))
+
+    def add_reference(self, state: VideoState, frame: int, probs: np.ndarray) -> None:
+        if frame not in state.frame_numbers:
+            raise KeyError(f"reference frame {frame} is not among the loaded frames")
+        state.references[frame] = probs
+
+    def propagate(self, state: VideoState, frames: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        wanted = sorted(set(state.frame_numbers if frames is None else frames))
+        s = self.diffusion
+        model = self._part_model_for(state)
+        with _applied_kv(self.backbone, model):
+            segmenter = WindowSegmenter(
+                self.backbone, model.context.to(next(self.backbone.unet.parameters()).device), len(state.parts) + 1,
+                s, tracker=self._tracker or make_tracker(s, s.resolution), temporal=self.settings.temporal,
+                vote_frames=self.settings.vote_window, tau=self.settings.lowpass_tau, report=log.debug)
+            windows = plan_windows(state.frame_numbers, s.window, s.overlap)
+            carried: dict[int, torch.Tensor] = {}
+            pending = list(wanted)
+            for i, window in enumerate(windows):
+                later = windows[i + 1] if i + 1 < len(windows) else []
+                if not any(f in pending for f in window + later):
+                    carried = {}
+                    continue  # neither this window nor the one it carries into holds a wanted frame
+                images = [state.source.get(f) for f in window]
+                seed = window_seed(state.source.plate, window[0], self.settings.seed)
+                result = segmenter(images, seed, {window.index(f): m for f, m in carried.items() if f in window})
+                carried = {f: result.maps[j] for j, f in enumerate(window) if f in later}
+                for j, f in enumerate(window):
+                    if f in pending and f not in later:
+                        pending.remove(f)
+                        yield f, self._to_plate_aspect(result.probs[j], state.source.size)
+                if not pending:
+                    break
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _part_model_for(self, state: VideoState) -> PartModel:
+        model = self._loaded_part_model()
+        if model is None:
+            model = self._learn_from_references(state)
+            self._part_model = model
+        if tuple(model.parts) != tuple(state.parts):
+            raise BadInputError(
+                f"part model {self.diffusion.part_model or '(learned)'} has parts {', '.join(model.parts)} "
+                f"but the shot has {', '.join(state.parts)}")
+        return model
+
+    def _learn_from_references(self, state: VideoState) -> PartModel:
+        if not state.references:
+            raise BadInputError("the diffusion backend needs a part model (part_model) or at least one reference")
+        log.info("no part model given: learning %s from %d reference(s)", ", ".join(state.parts), len(state.references))
+        examples = [Example(state.source.get(f), p.argmax(0).astype(np.uint8), f"frame {f}")
+                    for f, p in sorted(state.references.items())]
+        ctx, deltas, _, _, _ = PartLearner(self.backbone, self.diffusion)(examples, state.parts)
+        return PartModel(parts=tuple(state.parts), context=ctx, backbone_hash=self.backbone.hash,
+                         settings=self.diffusion.to_dict(), kv_deltas=deltas)
+
+    def _to_plate_aspect(self, probs: torch.Tensor, plate_size: tuple[int, int]) -> np.ndarray:
+        """Latent-grid maps `(K+1, h, w)` -> `(K+1, H', W')` with the plate's aspect, long side = resolution."""
+        height, width = plate_size
+        scale = self.diffusion.resolution / max(height, width)
+        out_h, out_w = max(1, round(height * scale)), max(1, round(width * scale))
+        maps = probs.float().cpu().numpy().transpose(1, 2, 0)
+        maps = cv2.resize(maps, (out_w, out_h), interpolation=cv2.INTER_LINEAR).reshape(out_h, out_w, -1)
+        maps = np.clip(maps, 0.0, None)
+        maps /= np.maximum(maps.sum(-1, keepdims=True), 1e-8)
+        return np.ascontiguousarray(maps.transpose(2, 0, 1), dtype=np.float32)
+
+
+class _applied_kv:
+    """Add a part model's k/v deltas to the UNet inside the block; subtract them afterwards."""
+
+    def __init__(self, backbone: Backbone, model: PartModel) -> None:
+        self.modules = dict(backbone.unet.named_modules())
+        self.deltas = model.kv_deltas
+
+    def _apply(self, sign: float) -> None:
+        with torch.no_grad():
+            for name, delta in self.deltas.items():
+                if name not in self.modules:
+                    raise BadInputError(f"part model k/v delta {name} has no module in this UNet")
+                weight = self.modules[name].weight
+                weight.add_(sign * delta.to(weight))
+
+    def __enter__(self) -> None:
+        self._apply(1.0)
+
+    def __exit__(self, *exc) -> None:
+        self._apply(-1.0)

@@ -1,0 +1,238 @@
+"""Segmenting one window of frames with learned parts (SMITE-METHOD §3).
+
+Reads like the paper, per window of up to 16 frames in model space:
+
+1. encode the frames to latents; one noise draw per window from a seed derived from the shot, the
+   window's first frame and the user's seed (so a farm chunk redoes a window exactly);
+2. reference pass: noise (or DDIM-invert) the latents to t = ref_t and run the inflated UNet once;
+   the WAS maps are S_ref (frames carried over from the previous window replace theirs);
+3. guided denoising (the temporal module, on by default): DDIM from guide_t_start down to ref_t;
+   after each of the first `guided_steps` steps, vote the current maps along point tracks (S_vote)
+   and run `guide_iters` Adam updates of the latents on chunks of frames, minimising
+   E = λ_reg·E_reg(S, S_ref) + λ_track·CE(S, argmax S_vote);
+4. the WAS maps at ref_t are the per-frame class probabilities.
+
+Pure tensor helpers (`ddim_move`, `adam_update`, `track_energy`) are separate so they can be tested
+on hand-made inputs; the networks and the tracker come in through `WindowSegmenter`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..method.lowpass import lowpass_energy
+from ..method.voting import vote_window
+from ..model.attention import was_map
+from ..model.backbone import Backbone
+from ..model.encode import encode_latents, to_model_images, unet_with_maps
+from ..model.settings import DiffusionSettings
+from ..track.base import Tracker
+from .learn import class_weights
+
+ADAM_BETAS = (0.9, 0.999)  # SMITE's Adam-style latent updates
+ADAM_EPS = 1e-8
+
+
+def window_seed(shot_key: str, first_frame: int, seed: int) -> int:
+    """A 63-bit seed from the shot's identity, the window's first frame number and the user's seed."""
+    digest = hashlib.sha256(f"{shot_key}|{first_frame}|{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def plan_windows(frame_numbers: list[int], window: int, overlap: int) -> list[list[int]]:
+    """Split frames into windows of `window` frames, consecutive windows sharing `overlap` frames.
+
+    Window starts are anchored to absolute frame numbers (multiples of window - overlap), so a farm
+    chunk with context frames lays its windows on the same grid as a whole-shot run. Windows at the
+    ends are clipped to the frames given; every frame lands in at least one window.
+    """
+    if not frame_numbers:
+        return []
+    step = window - overlap
+    lo, hi = frame_numbers[0], frame_numbers[-1]
+    first = lo - (lo % step)
+    windows = []
+    for start in range(first, hi + 1, step):
+        frames = [f for f in frame_numbers if start <= f < start + window]
+        if frames and (not windows or frames[-1] > windows[-1][-1]):
+            windows.append(frames)
+        if start + window > hi:
+            break
+    return windows
+
+
+def ddim_move(z: Tensor, eps: Tensor, alpha_from: float, alpha_to: float) -> Tensor:
+    """Deterministic DDIM move of latents between noise levels (down = denoise, up = inversion).
+
+    z, eps: `(N, 4, h, w)`; alpha_*: cumulative alphas ᾱ of the two timesteps.
+    x0 = (z - √(1-ᾱ_from)·eps)/√ᾱ_from, result = √ᾱ_to·x0 + √(1-ᾱ_to)·eps.
+    """
+    x0 = (z - (1 - alpha_from) ** 0.5 * eps) / alpha_from**0.5
+    return alpha_to**0.5 * x0 + (1 - alpha_to) ** 0.5 * eps
+
+
+def adam_update(z: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: int, lr: float) -> Tensor:
+    """One Adam step on z (in place on m, v); `step` counts from 1. Returns the new z."""
+    b1, b2 = ADAM_BETAS
+    m.mul_(b1).add_(grad, alpha=1 - b1)
+    v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    m_hat = m / (1 - b1**step)
+    v_hat = v / (1 - b2**step)
+    return z - lr * m_hat / (v_hat.sqrt() + ADAM_EPS)
+
+
+def track_energy(maps: Tensor, target: Tensor) -> Tensor:
+    """E_track: class-weighted CE between maps `(T, P, K)` used as logits and target labels `(T, P)`."""
+    classes = maps.shape[-1]
+    weights = class_weights(target, classes).to(maps)
+    return F.cross_entropy(maps.reshape(-1, classes), target.reshape(-1), weight=weights)
+
+
+def voted_labels(maps: Tensor, tracks: Tensor, visible: Tensor, vote_frames: int) -> Tensor:
+    """argmax of S_vote: maps `(T, P, K)` on an `(h, w)` grid voted along tracks `(T, T, P, 2)` -> `(T, P)`."""
+    t, p, k = maps.shape
+    side = tracks.shape  # (Q=T, T, N=P, 2)
+    h = w = int(round(p**0.5))
+    if h * w != p or side[2] != p:
+        raise ValueError(f"maps of {p} pixels are not on the square grid the tracks cover")
+    grid = maps.transpose(1, 2).reshape(t, k, h, w)
+    voted = vote_window(grid, tracks, visible, list(range(t)), vote_frames)  # (T, K, P)
+    return voted.argmax(dim=1)
+
+
+@dataclass
+class WindowResult:
+    """Class probabilities `(T, K+1, h, w)` on the latent grid, and the WAS maps `(T, P, K+1)` to carry."""
+
+    probs: Tensor
+    maps: Tensor
+
+
+class WindowSegmenter:
+    """Runs steps 1-4 of the module doc on one window; holds the networks, context and settings."""
+
+    def __init__(self, backbone: Backbone, context: Tensor, num_classes: int, settings: DiffusionSettings, *,
+                 tracker: Tracker | None, temporal: bool = True, vote_frames: int = 15, tau: float = 0.4,
+                 report: Callable[[str], None] | None = None) -> None:
+        self.bb = backbone
+        self.context = context.unsqueeze(0) if context.dim() == 2 else context
+        self.classes = num_classes
+        self.s = settings
+        self.tracker = tracker
+        self.temporal = temporal
+        self.vote_frames = vote_frames
+        self.tau = tau
+        self.report = report or (lambda message: None)
+        self.alphas = backbone.scheduler.alphas_cumprod
+        self.device = next(backbone.unet.parameters()).device
+
+    def _alpha(self, t: int) -> float:
+        return float(self.alphas[int(t)])
+
+    def _maps(self, z: Tensor, t: int, *, grad: bool = False) -> tuple[Tensor, Tensor]:
+        """(noise prediction, WAS maps `(T, P, K)`) of latents z at timestep t, inflated over z's frames."""
+        with torch.set_grad_enabled(grad):
+            tt = torch.full((z.shape[0],), int(t), device=self.device)
+            eps, cross, attn = unet_with_maps(self.bb, z, tt, self.context, self.classes, frames=z.shape[0])
+            return eps, was_map(cross, attn)
+
+    def _invert(self, z0: Tensor) -> Tensor:
+        """DDIM inversion of clean latents z0 up to ref_t in `inversion_steps` steps (the paper's reference)."""
+        ts = np.linspace(0, self.s.ref_t, self.s.inversion_steps + 1).round().astype(int)
+        z, alpha_prev = z0, 1.0
+        for t_from, t_to in zip(ts[:-1], ts[1:]):
+            eps, _ = self._maps(z, int(t_from))
+            z = ddim_move(z, eps, alpha_prev if t_from == 0 else self._alpha(t_from), self._alpha(t_to))
+            alpha_prev = self._alpha(t_to)
+        return z
+
+    def _tracks(self, frames_model: np.ndarray, side: int) -> tuple[Tensor, Tensor]:
+        """Tracks `(T, T, P, 2)` in latent-grid px of every latent cell of every frame, and visibility."""
+        t, res = frames_model.shape[0], frames_model.shape[1]
+        scale = res / side
+        ys, xs = np.mgrid[0:side, 0:side].astype(np.float32)
+        cells = np.stack([xs.ravel(), ys.ravel()], -1)
+        video_xy = (cells + 0.5) * scale - 0.5
+        queries = np.concatenate([np.column_stack([np.full(len(cells), q, np.float32), video_xy]) for q in range(t)])
+        tracks = self.tracker.track(frames_model, queries)
+        pts = (tracks.points.reshape(t, t, -1, 2).permute(1, 0, 2, 3) + 0.5) / scale - 0.5
+        return pts.float(), tracks.visible.reshape(t, t, -1).permute(1, 0, 2)
+
+    def __call__(self, frames: list[np.ndarray], noise_seed: int, carried: dict[int, Tensor] | None = None
+                 ) -> WindowResult:
+        """frames: model-space `(H, W, 3)` [0, 1] images of one window; carried: {index: WAS `(P, K)`}."""
+        s = self.s
+        # 1. latents and this window's noise
+        images = to_model_images(frames, s.resolution)
+        z0 = encode_latents(self.bb, images).to(self.device)
+        gen = torch.Generator().manual_seed(noise_seed)
+        noise = torch.randn(z0.shape, generator=gen).to(z0)
+        t_count, _, h, w = z0.shape
+        # 2. reference pass
+        if s.inversion == "ddim":
+            z_ref = self._invert(z0)
+        else:
+            z_ref = self.bb.scheduler.add_noise(z0, noise, torch.tensor([s.ref_t]))
+        _, s_ref = self._maps(z_ref, s.ref_t)
+        for i, maps in (carried or {}).items():
+            s_ref[i] = maps.to(s_ref)
+        if not self.temporal:
+            return self._result(s_ref, h, w)
+        # 3. guided denoising
+        model_frames = np.stack([np.asarray((im.permute(1, 2, 0) + 1) / 2) for im in images]).clip(0, 1)
+        tracks, visible = self._tracks(model_frames.astype(np.float32), h) if s.lambda_track > 0 else (None, None)
+        ts = np.linspace(s.guide_t_start, s.ref_t, s.guide_steps).round().astype(int)
+        z = self.bb.scheduler.add_noise(z0, noise, torch.tensor([int(ts[0])]))
+        maps = s_ref
+        for step, t in enumerate(ts):
+            eps, maps = self._maps(z, int(t))
+            if step < s.guided_steps:
+                target = voted_labels(maps, tracks, visible, self.vote_frames) if tracks is not None else None
+                z = self._optimise(z, int(t), s_ref, target, h, w)
+                eps, maps = self._maps(z, int(t))
+            if step + 1 < len(ts):
+                z = ddim_move(z, eps, self._alpha(t), self._alpha(ts[step + 1]))
+        return self._result(maps, h, w)
+
+    def energy(self, maps: Tensor, ref: Tensor, target: Tensor | None, h: int, w: int) -> Tensor:
+        """E = λ_reg·E_reg + λ_track·E_track for maps/ref `(T, P, K)` on an (h, w) grid."""
+        s = self.s
+        cur = maps.permute(2, 0, 1).reshape(self.classes, -1, h, w)
+        anchor = ref.permute(2, 0, 1).reshape(self.classes, -1, h, w)
+        energy = s.lambda_reg * lowpass_energy(cur, anchor, self.tau)
+        if target is not None and s.lambda_track > 0:
+            energy = energy + s.lambda_track * track_energy(maps, target)
+        return energy
+
+    def _optimise(self, z: Tensor, t: int, s_ref: Tensor, target: Tensor | None, h: int, w: int) -> Tensor:
+        """`guide_iters` Adam-style updates of z on chunks of `guide_chunk` frames (step 10·σ_t)."""
+        s = self.s
+        alpha = self._alpha(t)
+        lr = s.guide_lr_scale * (1 - alpha) / alpha
+        out = z.detach().clone()
+        for lo in range(0, z.shape[0], s.guide_chunk):
+            sl = slice(lo, lo + s.guide_chunk)
+            zc = out[sl].clone()
+            m, v = torch.zeros_like(zc), torch.zeros_like(zc)
+            for it in range(1, s.guide_iters + 1):
+                zc.requires_grad_(True)
+                _, maps = self._maps(zc, t, grad=True)
+                energy = self.energy(maps, s_ref[sl], None if target is None else target[sl], h, w)
+                (grad,) = torch.autograd.grad(energy, zc)
+                zc = adam_update(zc.detach(), grad, m, v, it, lr)
+            out[sl] = zc
+            self.report(f"t={t} frames {lo}-{min(lo + s.guide_chunk, z.shape[0]) - 1} E={float(energy.detach()):.4f}")
+        return out
+
+    def _result(self, maps: Tensor, h: int, w: int) -> WindowResult:
+        maps = maps.detach()
+        probs = maps.transpose(1, 2).reshape(maps.shape[0], self.classes, h, w)
+        probs = probs.clamp_min(0) / probs.clamp_min(0).sum(1, keepdim=True).clamp_min(1e-8)
+        return WindowResult(probs=probs, maps=maps)
