@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from smite.backends.diffusion import DiffusionBackend  # noqa: E402
+from smite.backends.diffusion import DiffusionBackend, subject_box  # noqa: E402
 from smite.config import Settings, load_shot  # noqa: E402
 from smite.frames import FrameSource  # noqa: E402
 from smite.io.image import read_label_map  # noqa: E402
@@ -72,6 +72,45 @@ def test_plan_windows_cover_and_anchor():
     for frames in (list(range(7, 57)), list(range(1001, 1030))):
         windows = plan_windows(frames, 16, 8)
         assert sorted({f for w in windows for f in w}) == frames and all(len(w) <= 16 for w in windows)
+
+
+def test_subject_box_known_answers():
+    probs = np.zeros((2, 10, 20), np.float32)
+    probs[0] = 1.0
+    assert subject_box([probs], 0.0) is None  # no foreground
+    second = probs.copy()
+    second[:, 2:4, 5:8] = [[[0.0]], [[1.0]]]
+    assert subject_box([probs, second], 0.0) == (0.2, 0.4, 0.25, 0.4)
+    assert subject_box([second], 0.1) == pytest.approx((0.1, 0.5, 0.15, 0.5))
+    everywhere = np.stack([np.zeros((10, 20)), np.ones((10, 20))]).astype(np.float32)
+    assert subject_box([everywhere], 0.0) is None  # fills the frame: nothing to gain
+
+
+def test_crop_pass_pastes_the_finer_maps_inside_the_subject_box_only():
+    from smite.method.segment import WindowResult
+
+    seen = []
+
+    def fake_segmenter(crops, seed, carried=None):  # says "part 2" everywhere in the crop
+        seen.append([c.shape for c in crops])
+        probs = torch.zeros(len(crops), 3, 4, 4)
+        probs[:, 2] = 1.0
+        return WindowResult(probs=probs, maps=probs.flatten(2).transpose(1, 2))
+
+    coarse = np.zeros((3, 20, 40), np.float32)
+    coarse[0] = 1.0
+    coarse[:, 5:10, 10:20] = np.array([0.0, 1.0, 0.0])[:, None, None]
+    images = [np.zeros((60, 120, 3), np.float32)] * 2
+    for margin in (0.0, 0.1):
+        backend = DiffusionBackend(Settings(backend="diffusion"), FAST.replace(crop_margin=margin), backbone=object())
+        out = backend._crop_pass(fake_segmenter, images, [coarse, coarse], seed=0)
+        box = np.zeros((20, 40), bool)
+        m_y, m_x = round(margin * 20), round(margin * 40)
+        box[5 - m_y : 10 + m_y, 10 - m_x : 20 + m_x] = True
+        for probs in out:
+            assert np.array_equal(probs.argmax(0) == 2, box), margin
+            np.testing.assert_array_equal(probs[:, ~box], coarse[:, ~box])
+    assert seen == [[(15, 30, 3)] * 2, [(27, 54, 3)] * 2]  # crops of the plate-size frames
 
 
 def test_window_seed_depends_on_shot_frame_and_seed():

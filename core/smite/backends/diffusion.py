@@ -7,6 +7,8 @@ The predictor API of `backends.base` over `method.segment.WindowSegmenter`:
 - the loaded frames are cut into windows of 16 with overlap 8; a window's first `overlap` frames
   take the previous window's final maps as their reference (the carry), and their output comes from
   the later window, which saw them with more context;
+- hierarchical mode (official): a second pass on one crop around the window's subject (+4% margin),
+  pasted back into the coarse maps;
 - frames are stretched to the square model space and the latent-grid maps stretched back to the
   plate's aspect (long side = resolution); the engine refines them to plate resolution.
 """
@@ -111,10 +113,13 @@ class DiffusionBackend:
                 seed = window_seed(state.source.plate, window[0], self.settings.seed)
                 result = segmenter(images, seed, {window.index(f): m for f, m in carried.items() if f in window})
                 carried = {f: result.maps[j] for j, f in enumerate(window) if f in later}
+                probs = [self._to_plate_aspect(p, state.source.size) for p in result.probs]
+                if s.hierarchical:
+                    probs = self._crop_pass(segmenter, images, probs, seed + 1)
                 for j, f in enumerate(window):
                     if f in pending and f not in later:
                         pending.remove(f)
-                        yield f, self._to_plate_aspect(result.probs[j], state.source.size)
+                        yield f, probs[j]
                 if not pending:
                     break
 
@@ -140,6 +145,32 @@ class DiffusionBackend:
         return PartModel(parts=tuple(state.parts), context=ctx, backbone_hash=self.backbone.hash,
                          settings=self.diffusion.to_dict(), kv_deltas=deltas)
 
+    def _crop_pass(self, segmenter: WindowSegmenter, images: list[np.ndarray], probs: list[np.ndarray],
+                   seed: int) -> list[np.ndarray]:
+        """SMITE's hierarchical pass: segment again on one crop around the subject of the whole window
+        (+ crop_margin) and paste the finer maps back. Skipped when the subject is absent or fills the frame.
+        """
+        box = subject_box(probs, self.diffusion.crop_margin)
+        if box is None:
+            return probs
+        y0, y1, x0, x1 = box  # fractions of the frame
+        height, width = images[0].shape[:2]
+        crops = [im[int(y0 * height): int(np.ceil(y1 * height)), int(x0 * width): int(np.ceil(x1 * width))]
+                 for im in images]
+        fine = segmenter(crops, seed)
+        out = []
+        for coarse, p in zip(probs, fine.probs):
+            h, w = coarse.shape[1:]
+            top, bottom = int(round(y0 * h)), max(int(round(y1 * h)), int(round(y0 * h)) + 1)
+            left, right = int(round(x0 * w)), max(int(round(x1 * w)), int(round(x0 * w)) + 1)
+            patch = cv2.resize(p.float().cpu().numpy().transpose(1, 2, 0), (right - left, bottom - top),
+                               interpolation=cv2.INTER_LINEAR).reshape(bottom - top, right - left, -1)
+            pasted = coarse.copy()
+            pasted[:, top:bottom, left:right] = patch.transpose(2, 0, 1)
+            pasted = np.clip(pasted, 0.0, None)
+            out.append(pasted / np.maximum(pasted.sum(0, keepdims=True), 1e-8))
+        return out
+
     def _to_plate_aspect(self, probs: torch.Tensor, plate_size: tuple[int, int]) -> np.ndarray:
         """Latent-grid maps `(K+1, h, w)` -> `(K+1, H', W')` with the plate's aspect, long side = resolution."""
         height, width = plate_size
@@ -150,6 +181,29 @@ class DiffusionBackend:
         maps = np.clip(maps, 0.0, None)
         maps /= np.maximum(maps.sum(-1, keepdims=True), 1e-8)
         return np.ascontiguousarray(maps.transpose(2, 0, 1), dtype=np.float32)
+
+
+CROP_SKIP_AREA = 0.8  # a subject box covering more of the frame than this gains nothing from a crop pass
+
+
+def subject_box(probs: Sequence[np.ndarray], margin: float) -> tuple[float, float, float, float] | None:
+    """Union box of the foreground (argmax > 0) over a window's maps `(K+1, h, w)`, grown by `margin`.
+
+    Returns (y0, y1, x0, x1) as fractions of the frame, or None when there is no foreground or the box
+    would cover more than CROP_SKIP_AREA of the frame.
+    """
+    fg = np.zeros(probs[0].shape[1:], bool)
+    for p in probs:
+        fg |= p.argmax(0) > 0
+    if not fg.any():
+        return None
+    h, w = fg.shape
+    ys, xs = np.nonzero(fg)
+    y0, y1 = max(0.0, ys.min() / h - margin), min(1.0, (ys.max() + 1) / h + margin)
+    x0, x1 = max(0.0, xs.min() / w - margin), min(1.0, (xs.max() + 1) / w + margin)
+    if (y1 - y0) * (x1 - x0) > CROP_SKIP_AREA:
+        return None
+    return y0, y1, x0, x1
 
 
 class _applied_kv:

@@ -58,6 +58,8 @@ class DiffusionSettings:
     guide_lr_scale: float = 10.0  # step size = scale * sigma_t, sigma_t = (1 - alpha_t) / alpha_t
     lambda_track: float = 1.0  # weight of E_track (CE to the voted maps); published 1-2
     lambda_reg: float = 8.0  # weight of E_reg (3-D DCT low-pass L1 to the reference WAS); published 8
+    hierarchical: bool = True  # official: a second pass on a crop around the subject, pasted back
+    crop_margin: float = 0.04  # margin around the subject's box in the crop pass (fraction of the frame side)
     tracker: str = "flow"  # point tracker for voting: weight-free "flow" or "cotracker"
     part_model: str = ""  # .smite file from `smite learn`; empty: learn from the shot's references first
     seed: int = 0  # every random choice derives from this
@@ -75,6 +77,7 @@ class DiffusionSettings:
         need(self.guide_t_start >= self.ref_t >= 1, "need guide_t_start >= ref_t >= 1")
         need(self.guide_steps >= 1 and 0 <= self.guided_steps <= self.guide_steps, "need 0 <= guided_steps <= guide_steps")
         need(self.guide_chunk >= 1 and self.guide_iters >= 0, "need guide_chunk >= 1 and guide_iters >= 0")
+        need(0.0 <= self.crop_margin <= 0.5, f"crop_margin must be in [0, 0.5], got {self.crop_margin}")
         need(self.tracker in ("flow", "cotracker"), f"tracker must be flow or cotracker, got {self.tracker!r}")
         for name in ("aug_crop", "aug_flip", "aug_blur", "aug_dropout", "aug_zoom_out"):
             need(0.0 <= getattr(self, name) <= 1.0, f"{name} is a probability in [0, 1]")
