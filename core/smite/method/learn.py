@@ -256,7 +256,11 @@ class PartLearner:
 def learn_examples(examples: Sequence[Example], parts: Sequence[str], out_path: str, settings: DiffusionSettings, *,
                    backbone: Backbone | None = None, val: Sequence[Example] = (), progress: ProgressFn | None = None,
                    cancel: threading.Event | None = None) -> LearnResult:
-    """Learn `parts` from examples and write the part model to `out_path`."""
+    """Learn `parts` from examples and write the part model to `out_path`.
+
+    `settings` is a DiffusionSettings, or a Settings object that nests one as `.diffusion`.
+    """
+    settings = getattr(settings, "diffusion", settings)
     parts = tuple(parts)
     for ex in examples:
         top = int(ex.labels.max()) if ex.labels.size else 0
