@@ -35,6 +35,9 @@ class Settings:
     flow_preset: str = "medium"  # OpenCV DIS preset: ultrafast | fast | medium
     carry_decay: float = 0.97  # per-frame confidence decay of a carried reference (trust near keyframes)
     occlusion_decay: float = 0.6  # confidence factor where forward-backward flow disagrees
+    appearance_weight: float = 1.0  # weight of the references' colour model where the flow carry is unsure
+    appearance_levels: int = 16  # colour histogram bins per channel (16**3 joint RGB bins)
+    uncertain_blur: float = 0.1  # blur (fraction of the long side) of the prior where the carry is unsure
     snap_radius: int = 4  # guided-filter radius (working px) that re-snaps carried maps to plate edges
     snap_eps: float = 2e-3  # guided-filter regulariser for snapping (smaller = follows edges harder)
     refine_radius: int = 4  # guided-filter radius (plate px) for the plate-resolution refinement

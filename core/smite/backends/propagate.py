@@ -25,6 +25,7 @@ import torch
 
 from ..config import Settings
 from ..frames import FrameSource
+from ..method.appearance import ColourModel, reweight
 from ..method.lowpass import lowpass_consistency
 from ..method.voting import vote, window_frames
 from ..refine import refine_to_plate
@@ -107,21 +108,55 @@ class PropagateBackend:
         return snapped.transpose(1, 2, 0)
 
     def _carry(self, work: np.ndarray, flows: DenseFlows, refs: dict[int, np.ndarray], order: list[int], step: int):
-        """Carry reference maps through frames in `order`; returns per-frame (maps, confidence) or None."""
+        """Carry reference maps through frames in `order`; per frame (maps (h,w,K), confidence (h,w)) or None.
+
+        What travels from frame to frame is a map of *coordinates into the reference frame* (plus a
+        confidence), not the class maps themselves: re-sampling coordinates, which vary smoothly, does
+        not blur, so every frame reads the reference's sharp maps once and small parts survive long
+        carries. Each carried frame is then snapped to its own plate edges.
+        """
         s = self.settings
+        h, w = flows.size
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        identity = np.stack([xs, ys, np.ones_like(xs)], axis=-1)  # (h, w, [x_ref, y_ref, confidence])
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(work)
-        maps = conf = None
+        coords = ref = ref_frame = None
+        models = {r: ColourModel.fit([work[r]], [p], levels=s.appearance_levels) for r, p in refs.items()}
         for t in order:
             if t in refs:
-                maps, conf = refs[t], np.ones(refs[t].shape[:2], np.float32)
-            elif maps is not None:
+                coords, ref, ref_frame = identity.copy(), refs[t], t
+            elif coords is not None:
                 prev = t - step
                 # flow from t back to the frame we carry from: backward[t-1] when moving forward in time
                 flow, ok = (flows.backward[prev], flows.bwd_ok[prev]) if step == 1 else (flows.forward[t], flows.fwd_ok[t])
-                maps = self._snap(_warp(maps, flow), work[t])
-                conf = _warp(conf, flow)[..., 0] * s.carry_decay * np.where(ok, 1.0, s.occlusion_decay).astype(np.float32)
-            out[t] = None if maps is None else (maps, conf)
+                coords = _warp(coords, flow)
+                coords[..., 2] *= s.carry_decay * np.where(ok, 1.0, s.occlusion_decay).astype(np.float32)
+            if coords is None:
+                continue
+            maps = cv2.remap(ref, coords[..., 0], coords[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            maps = maps.reshape(h, w, -1)
+            conf = coords[..., 2].copy()
+            if t not in refs:
+                maps = self._with_appearance(maps, conf, models[ref_frame], work[t])
+                maps = self._snap(maps, work[t])
+            out[t] = (maps, conf)
         return out
+
+    def _with_appearance(self, maps: np.ndarray, conf: np.ndarray, model: ColourModel, rgb: np.ndarray) -> np.ndarray:
+        """Where the carry is unsure, let the reference's colours decide among nearby labels.
+
+        The prior is the carried map where confidence is high and a spatially blurred version of it
+        where confidence is low (a lost pixel is likely one of its neighbours' labels, not any label).
+        """
+        s = self.settings
+        if s.appearance_weight <= 0:
+            return maps
+        h, w = conf.shape
+        size = max(3, int(round(s.uncertain_blur * max(h, w))) | 1)
+        blurred = cv2.blur(maps, (size, size)).reshape(maps.shape)
+        c = conf[..., None]
+        prior = c * maps + (1.0 - c) * blurred
+        return reweight(prior, model.likelihood(rgb), s.appearance_weight)
 
     def _fused(self, state: VideoState, work: np.ndarray, flows: DenseFlows) -> np.ndarray:
         if "fused" in state.cache:

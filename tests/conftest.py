@@ -1,0 +1,39 @@
+"""Shared fixtures: the bundled sample shot and small manifests built from it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHAIR = REPO / "tests" / "data" / "chair"
+SHARED_DATA = Path(os.environ.get("SMITE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def chair_dir() -> Path:
+    return CHAIR
+
+
+@pytest.fixture
+def make_shot(tmp_path: Path):
+    """Write a manifest for the bundled chair plate (edit any field through keyword arguments)."""
+
+    def _make(**fields) -> Path:
+        data = {
+            "plate": str(CHAIR / "frames" / "%05d.jpg"),
+            "frames": "0-7",
+            "parts": ["chair"],
+            "references": [{"frame": 0, "labels": str(CHAIR / "masks" / "00000.png")}],
+        }
+        data.update(fields)
+        for key in [k for k, v in data.items() if v is None]:
+            del data[key]
+        path = tmp_path / "shot.json"
+        path.write_text(json.dumps(data))
+        return path
+
+    return _make
