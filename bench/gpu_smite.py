@@ -101,7 +101,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     video = [rng.random((res, res, 3), dtype=np.float32) for _ in range(frames)]
     labels = np.zeros((res, res), np.uint8)
-    labels[res // 4 : res // 2, res // 4 : 3 * res // 4], labels[res // 2 : 3 * res // 4, res // 4 : 3 * res // 4] = 1, 2
+    labels[res // 4 : res // 2, res // 4 : 3 * res // 4] = 1
+    labels[res // 2 : 3 * res // 4, res // 4 : 3 * res // 4] = 2
     print(f"device {args.device} ({torch.cuda.get_device_name() if cuda else 'CPU'}), {args.dtype}, {res}², "
           f"{frames} frames, window {settings.window}/{settings.overlap}, "
           f"{settings.guided_steps}x{settings.guide_iters} guided iterations")

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="Stable Diffusion folder or .safetensors/.ckpt (default $SMITE_MODEL)")
     parser.add_argument("--out", required=True, help="part model file to write, e.g. parts.smite")
     parser.add_argument("--steps", type=int, help="learning steps (default 300 epochs x references)")
-    parser.add_argument("--holdout", type=int, help="with --shot: reference frame kept for validation (best state kept)")
+    parser.add_argument("--holdout", type=int,
+                        help="with --shot: reference frame kept for validation (best state kept)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one diffusion setting (repeatable), e.g. --set kv_phase=false")
     parser.add_argument("--quiet", action="store_true", help="no bar; one 'PROGRESS done/total' line per step")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if not args.quiet:
+        val = "" if result.val_miou is None else f", held-out mIoU {result.val_miou:.3f} (step {result.best_step})"
         print(f"learned {', '.join(result.parts)} in {result.steps} step(s), final loss {result.losses[-1]:.4f}"
-              + (f", held-out mIoU {result.val_miou:.3f} (step {result.best_step})" if result.val_miou is not None else "")
-              + f": {result.path}", file=sys.stderr)
+              f"{val}: {result.path}", file=sys.stderr)
     return 0

@@ -27,13 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def fetch(repo: str, dest: str | None = None) -> str:
     """Download a diffusers SD repo into `dest`; MissingModelError (one line) when that is impossible."""
-    dest = os.path.expanduser(dest or os.path.join(os.environ.get(MODEL_DIR_ENV, DEFAULT_MODEL_DIR), repo.split("/")[-1]))
+    root = os.environ.get(MODEL_DIR_ENV, DEFAULT_MODEL_DIR)
+    dest = os.path.expanduser(dest or os.path.join(root, repo.split("/")[-1]))
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise MissingModelError(f"cannot fetch {repo}: HF_HUB_OFFLINE is set; copy a diffusers SD folder here and pass --model")
+        raise MissingModelError(
+            f"cannot fetch {repo}: HF_HUB_OFFLINE is set; copy a diffusers SD folder here and pass --model")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise MissingModelError("cannot fetch models: huggingface_hub is not installed (install/setup.sh --extras diffusion)") from None
+        raise MissingModelError(
+            "cannot fetch models: huggingface_hub is not installed (install/setup.sh --extras diffusion)") from None
     patterns = ["model_index.json", "*/*.json", "*/*.txt", "unet/*.safetensors", "vae/*.safetensors",
                 "text_encoder/*.safetensors"]
     try:

@@ -120,7 +120,8 @@ def examples_from_folder(folder: str, num_parts: int) -> list[Example]:
     """References from `folder/{images|frames}/NAME.*` with label maps `folder/masks/NAME.png`."""
     from ..io.image import read_label_map, read_rgb
 
-    images_dir = next((os.path.join(folder, d) for d in ("images", "frames") if os.path.isdir(os.path.join(folder, d))), None)
+    candidates = [os.path.join(folder, d) for d in ("images", "frames")]
+    images_dir = next((d for d in candidates if os.path.isdir(d)), None)
     if images_dir is None or not os.path.isdir(os.path.join(folder, "masks")):
         raise BadInputError(f"reference folder {folder} needs images/ (or frames/) and masks/ subfolders")
     examples = []
@@ -131,7 +132,8 @@ def examples_from_folder(folder: str, num_parts: int) -> list[Example]:
             continue
         labels = read_label_map(masks[0])
         if int(labels.max()) > num_parts:
-            raise ReferenceMaskError(f"label map {masks[0]} has label id {int(labels.max())} but only {num_parts} part(s) were named")
+            raise ReferenceMaskError(
+                f"label map {masks[0]} has label id {int(labels.max())} but only {num_parts} part(s) were named")
         examples.append(Example(read_rgb(path), labels.astype(np.uint8), stem))
     if not examples:
         raise BadInputError(f"no image in {images_dir} has a label map of the same name in {folder}/masks")
@@ -157,7 +159,9 @@ class PartLearner:
 
     def _prepare(self, example: Example, classes: int, rng: np.random.Generator | None) -> tuple[Tensor, Tensor]:
         s = self.settings
-        image, labels = (example.image, example.labels) if rng is None else augment(example.image, example.labels, s, rng)
+        image, labels = example.image, example.labels
+        if rng is not None:
+            image, labels = augment(image, labels, s, rng)
         latents = encode_latents(self.backbone, to_model_images([image], s.resolution))
         side = latents.shape[-1]
         return latents, labels_to_grid(labels, classes, side).reshape(1, -1).to(self.device)

@@ -214,7 +214,8 @@ def backbone_hash(backbone: Backbone) -> str:
 
 def _bytes_to_unicode() -> dict[int, str]:
     """CLIP's reversible byte -> printable character table (the BPE alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
     cs = bs[:]
     n = 0
     for b in range(256):

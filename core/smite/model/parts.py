@@ -88,12 +88,14 @@ def load_part_model(path: str, backbone_hash: str | None = None) -> PartModel:
             meta = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise BadInputError(f"{path} is not a SMITE part model ({str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        raise BadInputError(f"{path} is not a SMITE part model ({reason})") from None
     if meta.get("format") != PART_MODEL_FORMAT or "context" not in tensors:
         raise BadInputError(f"{path} is not a SMITE part model (no '{PART_MODEL_FORMAT}' metadata)")
     version = int(meta.get("version", "0"))
     if version > PART_MODEL_VERSION:
-        raise BadInputError(f"part model {path} has format version {version}; this SMITE reads up to {PART_MODEL_VERSION}")
+        raise BadInputError(
+            f"part model {path} has format version {version}; this SMITE reads up to {PART_MODEL_VERSION}")
     model = PartModel(
         parts=tuple(json.loads(meta["parts"])),
         context=tensors.pop("context"),

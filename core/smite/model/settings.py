@@ -69,13 +69,15 @@ class DiffusionSettings:
             if not ok:
                 raise BadInputError(f"diffusion setting {message}")
 
-        need(self.resolution >= 32 and self.resolution % 32 == 0, f"resolution must be a multiple of 32, got {self.resolution}")
+        need(self.resolution >= 32 and self.resolution % 32 == 0,
+             f"resolution must be a multiple of 32, got {self.resolution}")
         need(self.learn_epochs >= 1 and self.learn_steps >= 0, "learn_epochs must be >= 1 and learn_steps >= 0")
         need(1 <= self.learn_t_min <= self.learn_t_max <= 999, f"need 1 <= learn_t_min <= learn_t_max <= 999")
         need(self.window >= 1 and 0 <= self.overlap < self.window, f"need window >= 1 and 0 <= overlap < window")
         need(self.inversion in INVERSIONS, f"inversion must be one of {', '.join(INVERSIONS)}, got {self.inversion!r}")
         need(self.guide_t_start >= self.ref_t >= 1, "need guide_t_start >= ref_t >= 1")
-        need(self.guide_steps >= 1 and 0 <= self.guided_steps <= self.guide_steps, "need 0 <= guided_steps <= guide_steps")
+        need(self.guide_steps >= 1 and 0 <= self.guided_steps <= self.guide_steps,
+             "need 0 <= guided_steps <= guide_steps")
         need(self.guide_chunk >= 1 and self.guide_iters >= 0, "need guide_chunk >= 1 and guide_iters >= 0")
         need(0.0 <= self.crop_margin <= 0.5, f"crop_margin must be in [0, 0.5], got {self.crop_margin}")
         need(self.tracker in ("flow", "cotracker"), f"tracker must be flow or cotracker, got {self.tracker!r}")
