@@ -86,6 +86,7 @@ def test_same_input_same_mattes(make_shot, tmp_path):
 CHANGES = {
     "temporal": False,
     "vote_window": 3,
+    "vote_stride": 1,
     "lowpass_tau": 0.05,
     "lowpass_strength": 1.0,
     "work_max_side": 180,

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from .errors import BadInputError, ManifestError
 from .io.sequence import format_frame_range, parse_frame_range
+from .model.settings import DiffusionSettings
 
 SETTINGS_VERSION = 1
 PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -29,6 +30,7 @@ class Settings:
     backend: str = "propagate"  # weight-free path by default: runs without downloads
     temporal: bool = True  # SMITE's temporal module (voting + low-pass); off only for ablations
     vote_window: int = 15  # SMITE: voting window W=15 frames centred on t
+    vote_stride: int = 2  # vote on every n-th working pixel, applied as an upsampled correction (speed)
     lowpass_tau: float = 0.4  # SMITE: keep spatial DCT frequencies u,v < tau*size (tau=0.4 at step 1)
     lowpass_strength: float = 0.5  # how far the low frequencies are pulled toward the propagated maps
     work_max_side: int = 480  # working resolution (long side) for flow and propagation: speed vs detail
@@ -44,6 +46,7 @@ class Settings:
     refine_eps: float = 1e-3  # guided-filter regulariser for the refinement
     context: int = 8  # extra frames read on each side of a farm chunk for temporal context
     seed: int = 0  # every random choice derives from this
+    diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)  # the SMITE backend's own settings
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -52,6 +55,8 @@ class Settings:
             raise BadInputError(f"vote_window must be a positive odd number, got {self.vote_window}")
         if not 0.0 < self.lowpass_tau <= 1.0:
             raise BadInputError(f"lowpass_tau must be in (0, 1], got {self.lowpass_tau}")
+        if self.vote_stride < 1:
+            raise BadInputError(f"vote_stride must be >= 1, got {self.vote_stride}")
         if self.work_max_side < 32:
             raise BadInputError(f"work_max_side must be >= 32, got {self.work_max_side}")
         if self.context < 0:
@@ -66,6 +71,14 @@ class Settings:
                 continue
             if key not in known:
                 raise BadInputError(f"unknown setting '{key}'")
+            if key == "diffusion":
+                if isinstance(value, DiffusionSettings):
+                    values[key] = value
+                elif isinstance(value, Mapping):
+                    values[key] = DiffusionSettings.from_dict(value)
+                else:
+                    raise BadInputError(f"setting 'diffusion' must be an object, got {value!r}")
+                continue
             default = known[key].default
             if isinstance(default, bool):
                 if not isinstance(value, bool):

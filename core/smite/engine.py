@@ -188,3 +188,14 @@ def _write_preview(shot: ShotSpec, out_pattern: str, frames: list[int]) -> str:
     path = os.path.join(folder, "preview.png")
     write_contact_sheet(path, tiles, list(shot.parts))
     return path
+
+
+def learn_parts(shot: ShotSpec, out_path: str, settings: Settings, *, progress: ProgressFn | None = None,
+                cancel: threading.Event | None = None):
+    """Learn a part model (diffusion backend) from the shot's references; see `smite.method.learn`.
+
+    Imported lazily so the weight-free path never loads diffusers.
+    """
+    from .method.learn import learn_parts as learn
+
+    return learn(shot, out_path, settings.diffusion, progress=progress, cancel=cancel)

@@ -187,23 +187,36 @@ class PropagateBackend:
         return fused
 
     def _temporal(self, fused: np.ndarray, flows: DenseFlows, t: int) -> np.ndarray:
-        """SMITE's temporal module for frame t: vote along dense tracks, then low-pass consistency."""
+        """SMITE's temporal module for frame t: vote along dense tracks, then low-pass consistency.
+
+        Votes are taken on every `vote_stride`-th working pixel and applied as a correction
+        (voted - fused) upsampled to the working grid, so the frame keeps its own fine detail while
+        its labels follow the majority along the tracks; that makes voting 4x cheaper at stride 2.
+        """
         s = self.settings
         n, h, w, k = fused.shape
+        step = s.vote_stride
         window = window_frames(t, n, s.vote_window)
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        ys, xs = np.mgrid[0:h:step, 0:w:step].astype(np.float32)
+        gh, gw = ys.shape
         grid = np.stack([xs.ravel(), ys.ravel()], axis=-1)
         pts, vis = chain(flows, grid, t, window.start, window.stop - 1)
         # Sampling with cv2.remap: the same bilinear read as voting.sample_along_tracks, several
         # times faster on CPU; the voting rule itself is the shared one.
-        samples = np.empty((len(window), k, h * w), np.float32)
+        samples = np.empty((len(window), k, gh * gw), np.float32)
         for i, frame in enumerate(window):
-            px = pts[i].reshape(h, w, 2)
+            px = pts[i].reshape(gh, gw, 2)
             samples[i] = cv2.remap(fused[frame], px[..., 0], px[..., 1], cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REPLICATE).reshape(h * w, k).T
+                                   borderMode=cv2.BORDER_REPLICATE).reshape(gh * gw, k).T
         with _torch_threads(1):
-            voted = vote(torch.from_numpy(samples), torch.from_numpy(vis)).reshape(k, h, w)
-            if s.lowpass_strength > 0:
-                current = torch.from_numpy(np.ascontiguousarray(fused[t].transpose(2, 0, 1)))
-                voted = lowpass_consistency(voted[:, None], current[:, None], s.lowpass_tau, s.lowpass_strength)[:, 0]
-        return _normalise(voted.numpy().transpose(1, 2, 0))
+            voted = vote(torch.from_numpy(samples), torch.from_numpy(vis)).numpy().T.reshape(gh, gw, k)
+        current = fused[t]
+        if step > 1:
+            correction = voted - current[::step, ::step]
+            voted = current + cv2.resize(correction, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, k)
+        if s.lowpass_strength > 0:
+            with _torch_threads(1):
+                v = torch.from_numpy(np.ascontiguousarray(voted.transpose(2, 0, 1)))[:, None]
+                c = torch.from_numpy(np.ascontiguousarray(current.transpose(2, 0, 1)))[:, None]
+                voted = lowpass_consistency(v, c, s.lowpass_tau, s.lowpass_strength)[:, 0].numpy().transpose(1, 2, 0)
+        return _normalise(voted)

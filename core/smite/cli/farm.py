@@ -26,8 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", help="contiguous frame range to render (default: the whole shot)")
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help=f"frames per task (default {DEFAULT_CHUNK})")
     parser.add_argument("--context", type=int, help="extra frames read on each side of a chunk (default 8)")
-    parser.add_argument("--model", help="diffusion model folder or file, passed to learn and segment")
-    parser.add_argument("--parts", help="part model file; with --backend diffusion a Learn task writes it if missing")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter of the SMITE venv on the workers (default: this one)")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per task (default 1; 0 for CPU nodes)")

@@ -17,8 +17,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that map onto `Settings` fields (shared by segment, demo and bench)."""
     parser.add_argument("--backend", choices=["propagate", "diffusion"], help="segmentation backend (default propagate)")
     parser.add_argument("--temporal", choices=["on", "off"], help="SMITE temporal module: voting + low-pass (default on)")
+    parser.add_argument("--model", help="diffusion: local Stable Diffusion folder or single file (default $SMITE_MODEL)")
+    parser.add_argument("--parts", help="diffusion: part model (.smite) from `smite learn` (default: learn first)")
     parser.add_argument("--settings", metavar="JSON", help="settings file (JSON object of Settings fields)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting (repeatable); diffusion.KEY=VALUE for the diffusion backend")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -29,14 +32,25 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                 data.update(json.load(handle))
         except (OSError, json.JSONDecodeError) as exc:
             raise BadInputError(f"cannot read settings file {args.settings}: {exc}") from None
+    diffusion = dict(data.get("diffusion") or {})
     for item in getattr(args, "set", []) or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise BadInputError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            data[key] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            data[key] = value
+            parsed = value
+        if key.startswith("diffusion."):
+            diffusion[key.split(".", 1)[1]] = parsed
+        else:
+            data[key] = parsed
+    if getattr(args, "model", None):
+        diffusion["model"] = args.model
+    if getattr(args, "parts", None):
+        diffusion["part_model"] = args.parts
+    if diffusion:
+        data["diffusion"] = diffusion
     if getattr(args, "backend", None):
         data["backend"] = args.backend
     if getattr(args, "temporal", None):
