@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ..config import load_shot
@@ -11,6 +10,7 @@ from ..errors import BadInputError
 from ..method.learn import examples_from_folder, learn_examples, learn_parts
 from ..model.backbone import load_backbone
 from ..model.settings import DiffusionSettings
+from .segment import parse_set_items
 from .progress import Progress
 
 
@@ -30,15 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def diffusion_settings_from_args(args: argparse.Namespace) -> DiffusionSettings:
-    data: dict = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise BadInputError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            data[key] = json.loads(value)
-        except json.JSONDecodeError:
-            data[key] = value
+    """Diffusion settings from `--set` (same syntax as `smite segment`; other settings are ignored here)."""
+    _, data = parse_set_items(args.set or [])
     if args.model:
         data["model"] = args.model
     if args.steps is not None:

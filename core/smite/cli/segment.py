@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -10,6 +11,7 @@ from ..config import Settings, load_shot
 from ..engine import segment_shot
 from ..errors import BadInputError
 from ..io.sequence import parse_frame_range
+from ..model.settings import DiffusionSettings
 from .progress import Progress
 
 
@@ -24,16 +26,18 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one setting (repeatable); diffusion.KEY=VALUE for the diffusion backend")
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    data: dict = {}
-    if getattr(args, "settings", None):
-        try:
-            with open(args.settings, encoding="utf-8") as handle:
-                data.update(json.load(handle))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BadInputError(f"cannot read settings file {args.settings}: {exc}") from None
-    diffusion = dict(data.get("diffusion") or {})
-    for item in getattr(args, "set", []) or []:
+def parse_set_items(items: list[str]) -> tuple[dict, dict]:
+    """`--set KEY=VALUE` items -> (Settings fields, DiffusionSettings fields).
+
+    `diffusion.KEY` always goes to the diffusion settings; a bare KEY does too when only the
+    diffusion settings have it (so `smite learn --set kv_phase=false` reads naturally). Values are
+    JSON where they parse as JSON, strings otherwise.
+    """
+    top_fields = {f.name for f in dataclasses.fields(Settings)}
+    diffusion_fields = {f.name for f in dataclasses.fields(DiffusionSettings)}
+    top: dict = {}
+    diffusion: dict = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise BadInputError(f"--set expects KEY=VALUE, got {item!r}")
@@ -43,8 +47,24 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             parsed = value
         if key.startswith("diffusion."):
             diffusion[key.split(".", 1)[1]] = parsed
+        elif key in diffusion_fields and key not in top_fields:
+            diffusion[key] = parsed
         else:
-            data[key] = parsed
+            top[key] = parsed
+    return top, diffusion
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    data: dict = {}
+    if getattr(args, "settings", None):
+        try:
+            with open(args.settings, encoding="utf-8") as handle:
+                data.update(json.load(handle))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BadInputError(f"cannot read settings file {args.settings}: {exc}") from None
+    top, diffusion = parse_set_items(getattr(args, "set", []) or [])
+    data.update(top)
+    diffusion = {**dict(data.get("diffusion") or {}), **diffusion}
     if getattr(args, "model", None):
         diffusion["model"] = args.model
     if getattr(args, "parts", None):
