@@ -10,7 +10,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CHAIR = REPO / "tests" / "data" / "chair"
-SHARED_DATA = Path(os.environ.get("SMITE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _shared_data() -> Path:
+    """The evaluation clips (never copied into the repo): $SMITE_SHARED_DATA, ../shared/data or /work/shared/data."""
+    for candidate in (os.environ.get("SMITE_SHARED_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return REPO.parent / "shared" / "data"  # absent: tests that need it skip
+
+
+SHARED_DATA = _shared_data()
 
 
 @pytest.fixture

@@ -19,10 +19,11 @@ import threading
 import pytest
 
 from smite import protocol
+from conftest import SHARED_DATA
 from smite.client import RpcError, ServerDiedError, SmiteClient
 
 CORE = os.path.dirname(os.path.dirname(os.path.abspath(protocol.__file__)))
-CHAIR = "/work/shared/data/pumavos_chair"
+CHAIR = str(SHARED_DATA / "pumavos_chair")
 
 
 def _find_py39() -> str:

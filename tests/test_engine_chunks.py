@@ -12,8 +12,9 @@ from smite.engine import segment_shot
 from smite.errors import OutOfMemoryError
 from smite.io.matte import read_matte, write_matte
 from smite.io.sequence import frame_path
+from conftest import SHARED_DATA
 
-CLIP = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "davis16_car-shadow")
+CLIP = str(SHARED_DATA / "davis16_car-shadow")
 CHAIR = os.path.join(os.path.dirname(__file__), "data", "chair")
 FAST = Settings(work_max_side=240, flow_preset="fast")
 

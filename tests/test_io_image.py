@@ -10,8 +10,9 @@ import pytest
 import smite.io.image as image_module
 from smite.errors import FrameError, OutputError
 from smite.io.image import image_size, read_image, read_label_map, read_mask, read_rgb, write_image
+from conftest import SHARED_DATA
 
-CHAIR_MASK = Path("/work/shared/data/pumavos_chair/masks/00000.png")
+CHAIR_MASK = SHARED_DATA / "pumavos_chair" / "masks" / "00000.png"
 
 
 def _ramp(h=4, w=5, c=3, seed=0):

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA
 from smite.metrics import (
     ConfusionAccumulator,
     boundary_f,
@@ -17,7 +18,7 @@ from smite.metrics import (
     warping_error,
 )
 
-DOG = Path("/work/shared/data/davis16_dog")
+DOG = SHARED_DATA / "davis16_dog"
 
 
 def square(h, w, y, x, size):

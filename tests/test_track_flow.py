@@ -11,6 +11,7 @@ import torch
 
 from smite.track.base import Tracker, Tracks
 from smite.track.flow import DenseFlows, FlowTracker, compute_flows, dense_tracks
+from conftest import SHARED_DATA
 
 SPEED = 3  # px per frame, to the right
 
@@ -136,7 +137,7 @@ def test_dense_tracks_agree_with_track():
     assert torch.equal(vis2, vis[2:7]) and torch.allclose(pts2, pts[2:7])
 
 
-DAVIS = Path("/work/shared/data/davis16_car-shadow")
+DAVIS = SHARED_DATA / "davis16_car-shadow"
 
 
 def test_real_clip_point_on_car_stays_on_car():
