@@ -13,15 +13,15 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import nuke
 
-from . import hostconfig, render_refs
+from . import farm, hostconfig, render_refs
 from .keyframes import check_in_range, format_keyframes, parse_keyframes
 from .manifest import (
-    CachePaths, build_manifest, channel_name, check_part_names, default_cache_dir, layer_name,
-    plate_colorspace, plate_pattern, write_json_atomic,
+    CachePaths, build_manifest, channel_name, check_part_names, default_cache_dir, job_settings, layer_name,
+    plate_colorspace, plate_pattern, segment_part_model, write_json_atomic,
 )
 
 NODE_NAME = "SMITE_Matte"
@@ -34,7 +34,7 @@ _CMD = "import nuke_smite.node as _smite; _smite.{}(nuke.thisNode())"
 
 # Per-session state (a Nuke session is one process): the server stays up between presses,
 # and each node runs one job at a time.
-_session: Dict[str, Any] = {"clients": None, "runners": {}}
+_session: Dict[str, Any] = {"clients": None, "runners": {}, "farm": {}}
 _session_lock = threading.Lock()
 
 
@@ -82,11 +82,14 @@ def _add_knobs(group: Any) -> None:
         nuke.File_Knob("smite_core", "core source"),
         nuke.File_Knob("cache_dir", "shot cache"),
         nuke.File_Knob("model_file", "part model"),
+        nuke.File_Knob("sd_model", "SD model"),
         nuke.String_Knob("keyframes", "keyframes"),
         nuke.PyScript_Knob("keys_from_roto", "from Roto", _CMD.format("on_keys_from_roto")),
         nuke.Enumeration_Knob("backend", "backend", list(BACKENDS)),
         nuke.PyScript_Knob("learn", "Learn", _CMD.format("on_learn")),
         nuke.PyScript_Knob("segment", "Segment", _CMD.format("on_segment")),
+        nuke.Int_Knob("farm_chunk", "farm chunk"),
+        nuke.PyScript_Knob("send_to_farm", "Send to farm", _CMD.format("on_send_to_farm")),
         nuke.Text_Knob("status", "status", "idle"),
         nuke.Boolean_Knob(MARKER_KNOB, "", True),
     ]
@@ -97,6 +100,11 @@ def _add_knobs(group: Any) -> None:
     group["smite_python"].setTooltip("the core venv's python (install/nuke_install.py or $SMITE_PYTHON)")
     group["cache_dir"].setTooltip("shot cache: roto references, shot.json, mattes (empty = next to the script)")
     group["model_file"].setTooltip("part model written by Learn (empty = <shot cache>/parts.smite)")
+    group["sd_model"].setTooltip("diffusion backend: Stable Diffusion folder or file (empty = $SMITE_MODEL)")
+    group["farm_chunk"].setValue(farm.DEFAULT_CHUNK)
+    group["farm_chunk"].setTooltip("frames per farm task")
+    group["send_to_farm"].setTooltip("write <shot cache>/farm/job.yaml (OpenJD) and farm/deadline/ (Deadline 10); "
+                                     "nothing is submitted")
     group["keyframes"].setTooltip("frames whose roto is a reference, e.g. 1001,1020-1022 (empty = the Roto's keys)")
     group[MARKER_KNOB].setVisible(False)
 
@@ -138,6 +146,8 @@ def gather(group: Any) -> Dict[str, Any]:
         "parts": parts, "keyframes": frames, "paths": paths, "python": python, "core": core,
         "backend": str(group["backend"].value()) or BACKENDS[0],
         "model": group["model_file"].value().strip() or paths.model,
+        "segment_model": segment_part_model(group["model_file"].value(), paths.model),
+        "sd_model": group["sd_model"].value().strip(),
     }
 
 
@@ -178,6 +188,39 @@ def on_learn(group: Any) -> Optional[Any]:
     return start_job(group, LEARN)
 
 
+def job_params(plan: Dict[str, Any], method: str, shot: str) -> Dict[str, Any]:
+    """The server request for ``method``: Segment writes the mattes, Learn writes the part model."""
+    if method == SEGMENT:
+        settings = job_settings(SEGMENT, plan["backend"], plan["segment_model"], plan["sd_model"])
+        return {"shot": shot, "out": plan["paths"].mattes, "settings": settings}
+    return {"shot": shot, "out": plan["model"], "settings": job_settings(LEARN, plan["backend"], "", plan["sd_model"])}
+
+
+def _busy(group: Any, kind: str) -> bool:
+    with _session_lock:
+        busy = _session[kind].get(group.fullName())
+    thread = getattr(busy, "thread", busy)
+    if thread is not None and thread.is_alive():
+        set_status(group, "busy: a job is already running for this node (cancel it in the progress panel)")
+        return True
+    return False
+
+
+def _prepare(group: Any) -> Optional[Tuple[Dict[str, Any], str]]:
+    """Gather and prepare the shot (references + shot.json), as Segment and Send to farm both need.
+
+    Returns ``(plan, shot.json path)``, or None with the reason on the status knob.
+    """
+    try:
+        plan = gather(group)
+        hostconfig.add_core_to_path(plan["core"])
+        set_status(group, "rendering roto references")
+        return plan, prepare_shot(group, plan)
+    except Exception as exc:
+        set_status(group, f"error: {exc}")
+        return None
+
+
 def start_job(group: Any, method: str) -> Optional[Any]:
     """Prepare the shot on the main thread, then follow the server job on a background thread.
 
@@ -185,26 +228,18 @@ def start_job(group: Any, method: str) -> Optional[Any]:
     is on the status knob).
     """
     name = group.fullName()
-    with _session_lock:
-        busy = _session["runners"].get(name)
-    if busy is not None and busy.thread is not None and busy.thread.is_alive():
-        set_status(group, "busy: a job is already running for this node (cancel it in the progress panel)")
+    if _busy(group, "runners"):
         return None
+    prepared = _prepare(group)
+    if prepared is None:
+        return None
+    plan, shot = prepared
     try:
-        plan = gather(group)
-        hostconfig.add_core_to_path(plan["core"])
         from . import jobs  # needs smite.client, importable only once the core is on sys.path
-
-        set_status(group, "rendering roto references")
-        shot = prepare_shot(group, plan)
     except Exception as exc:
         set_status(group, f"error: {exc}")
         return None
-    settings = {"backend": plan["backend"]}
-    if method == SEGMENT:
-        params = {"shot": shot, "out": plan["paths"].mattes, "settings": settings}
-    else:
-        params = {"shot": shot, "out": plan["model"], "settings": settings}
+    params = job_params(plan, method, shot)
     result_info = {"parts": plan["parts"], "mattes": plan["paths"].mattes, "first": plan["first"],
                    "last": plan["last"], "model": plan["model"]}
     python = plan["python"]
@@ -217,6 +252,43 @@ def start_job(group: Any, method: str) -> Optional[Any]:
     runner.thread = threading.Thread(target=_follow, args=(name, method, runner), name=f"smite-{method}", daemon=True)
     runner.thread.start()
     return runner
+
+
+def on_send_to_farm(group: Any) -> Optional[threading.Thread]:
+    """Prepare the shot like Segment, then write the farm job files on a background thread.
+
+    ``smite farm`` takes a few seconds (it starts the core's interpreter), so it runs off the
+    main thread; the written paths, or the one-line error, come back on the status knob.
+    Returns the thread (tests join it), or None when preparation failed.
+    """
+    name = group.fullName()
+    if _busy(group, "farm"):
+        return None
+    prepared = _prepare(group)
+    if prepared is None:
+        return None
+    plan, shot = prepared
+    backend = plan["backend"]
+    try:
+        commands = farm.farm_commands(plan["python"], shot, plan["paths"].mattes, plan["paths"].root,
+                                      int(group["farm_chunk"].value()), backend, plan["model"], plan["sd_model"])
+    except (farm.FarmError, ValueError, TypeError) as exc:
+        set_status(group, f"error: {exc}")
+        return None
+
+    def work() -> None:
+        try:
+            text = farm.summary(farm.write_farm_files(commands, core=plan["core"]))
+        except Exception as exc:  # FarmError, or anything unexpected: the artist must see it
+            text = f"farm failed: {exc}"
+        nuke.executeInMainThread(_status_by_name, (name, text))
+
+    set_status(group, "farm: writing job files")
+    thread = threading.Thread(target=work, name="smite-farm", daemon=True)
+    with _session_lock:
+        _session["farm"][name] = thread
+    thread.start()
+    return thread
 
 
 def _clients() -> Any:
