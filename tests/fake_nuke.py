@@ -105,6 +105,16 @@ class Boolean_Knob(Knob):
         super().__init__(name, label, bool(value))
 
 
+class Int_Knob(Knob):
+    def __init__(self, name: str, label: Optional[str] = None) -> None:
+        super().__init__(name, label, 0)
+
+    def setValue(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{self._name}: Int_Knob.setValue takes an int, got {value!r}")
+        return super().setValue(value)
+
+
 class Enumeration_Knob(Knob):
     def __init__(self, name: str, label: str, values: List[str]) -> None:
         super().__init__(name, label, values[0] if values else "")
@@ -365,7 +375,8 @@ class FakeNuke(types.ModuleType):
         self.nodes = _NodeFactory(self)
         self.ProgressTask = ProgressTask
         ProgressTask.instances = []
-        for cls in (Tab_Knob, File_Knob, String_Knob, Text_Knob, Boolean_Knob, Enumeration_Knob, PyScript_Knob):
+        for cls in (Tab_Knob, File_Knob, String_Knob, Text_Knob, Boolean_Knob, Int_Knob, Enumeration_Knob,
+                    PyScript_Knob):
             setattr(self, cls.__name__, cls)
         fake = self
 

@@ -105,6 +105,7 @@ def test_create_node_builds_the_group_and_wires_the_selection(fake, node):
     assert group["keyframes"].value() == "0,5"
     assert group["backend"].value() == "propagate" and group["status"].value() == "idle"
     assert "on_segment" in group["segment"].value() and "on_learn" in group["learn"].value()
+    assert "on_send_to_farm" in group["send_to_farm"].value() and group["farm_chunk"].value() == 16
     assert group[node.MARKER_KNOB].visible is False
     assert node.create_node().name() == "SMITE_Matte2"
 
@@ -186,6 +187,117 @@ def test_apply_results_is_idempotent_and_reloads(fake, node):
     output = next(n for n in group.nodes() if n.Class() == "Output")
     assert output.input(0) is copies[1]
     assert fake.declared_layers == {"smite_left": ["smite_left.alpha"], "smite_right": ["smite_right.alpha"]}
+
+
+# --- what Segment and Learn send -----------------------------------------------------------
+
+def _captured_jobs(node, monkeypatch):
+    """Replace the job runner with a recorder (no server): the params each button sends."""
+    from nuke_smite import jobs
+
+    sent = []
+
+    class Recorder:
+        def __init__(self, client, method, params, on_finish=None):
+            sent.append((method, params))
+            self.thread = None
+
+    monkeypatch.setattr(jobs, "JobRunner", Recorder)
+    monkeypatch.setattr(node, "_follow", lambda name, method, runner: None)
+    return sent
+
+
+def test_segment_and_learn_send_backend_and_part_model_as_nested_settings(fake, node, tmp_path, monkeypatch):
+    from smite.config import Settings
+
+    scene(fake)
+    sent = _captured_jobs(node, monkeypatch)
+    group = node.create_node()
+    group["smite_python"].setValue(sys.executable)
+    group["cache_dir"].setValue(str(tmp_path))
+    group["backend"].setValue("diffusion")
+    group["model_file"].setValue(str(tmp_path / "chair.smite"))
+    group["sd_model"].setValue("/models/sd21")
+    assert node.on_segment(group) is not None and node.on_learn(group) is not None
+    (seg_method, seg), (learn_method, learn) = sent
+    shot = str(tmp_path / "shot.json")
+    assert seg_method == "segment" and seg == {
+        "shot": shot, "out": str(tmp_path / "mattes" / "mattes.####.exr"),
+        "settings": {"backend": "diffusion",
+                     "diffusion": {"part_model": str(tmp_path / "chair.smite"), "model": "/models/sd21"}}}
+    assert Settings.from_dict(seg["settings"]).diffusion.part_model == str(tmp_path / "chair.smite")
+    assert learn_method == "learn" and learn == {
+        "shot": shot, "out": str(tmp_path / "chair.smite"),
+        "settings": {"backend": "diffusion", "diffusion": {"model": "/models/sd21"}}}
+
+    # empty knob: Learn writes the cache default; Segment uses it only once it exists
+    group["model_file"].setValue("")
+    group["sd_model"].setValue("")
+    node.on_learn(group)
+    node.on_segment(group)
+    assert sent[2][1]["out"] == str(tmp_path / "parts.smite")
+    assert sent[3][1]["settings"] == {"backend": "diffusion"}
+    (tmp_path / "parts.smite").write_bytes(b"x")
+    node.on_segment(group)
+    assert sent[4][1]["settings"] == {"backend": "diffusion", "diffusion": {"part_model": str(tmp_path / "parts.smite")}}
+    group["backend"].setValue("propagate")
+    node.on_segment(group)
+    assert sent[5][1]["settings"] == {"backend": "propagate"}
+
+
+# --- send to farm -------------------------------------------------------------------------
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(CHAIR, "frames")), reason="bundled chair sample missing")
+def test_send_to_farm_writes_a_valid_openjd_template_and_deadline_files(fake, node, tmp_path):
+    openjd = pytest.importorskip("openjd.model")
+    import yaml
+
+    read, roto, layers = scene(fake, 0, 20)
+    fake.renderer = chair_renderer(layers)
+    group = node.create_node()
+    group["smite_python"].setValue(sys.executable)
+    cache = tmp_path / "cache"
+    group["cache_dir"].setValue(str(cache))
+    group["backend"].setValue("diffusion")  # no part model yet: the job learns it first
+    group["farm_chunk"].setValue(8)
+    thread = node.on_send_to_farm(group)
+    assert thread is not None, group["status"].value()
+    fake.pump(lambda: not thread.is_alive() and not fake.main_queue, timeout=120)
+
+    status = group["status"].value()
+    assert status.startswith(f"farm files in {cache / 'farm'}: job.yaml, deadline/"), status
+    assert sorted(os.listdir(cache / "refs")) == [f"{p}.{f:04d}.exr" for p in ("left", "right") for f in (0, 5)]
+    shot = json.loads((cache / "shot.json").read_text())  # prepared exactly as Segment does
+    assert shot["frames"] == "0-20" and shot["parts"] == ["left", "right"]
+
+    text = (cache / "farm" / "job.yaml").read_text()
+    template = openjd.decode_job_template(template=yaml.safe_load(text), supported_extensions=["TASK_CHUNKING"])
+    params = {p.name: p.default for p in template.parameterDefinitions}
+    assert params["ShotFile"] == str(cache / "shot.json") and params["ChunkSize"] == 8
+    assert params["OutputPattern"] == str(cache / "mattes" / "mattes.####.exr") and params["Frames"] == "0-20"
+    steps = {step.name: step for step in template.steps}
+    assert set(steps) == {"Learn", "Segment"}
+    assert params["PartModel"] == str(cache / "parts.smite")  # --parts: Learn writes it, Segment reads it
+    seg_args = [str(a) for a in steps["Segment"].script.actions.onRun.args]
+    assert seg_args[seg_args.index("--backend") + 1] == "diffusion" and "--parts" in seg_args
+
+    job_info = (cache / "farm" / "deadline" / "job_info.job").read_text().splitlines()
+    assert "ChunkSize=8" in job_info and "Frames=0-20" in job_info
+    assert status.count("deadline/") == len(os.listdir(cache / "farm" / "deadline"))
+
+
+@pytest.mark.skipif(not os.path.isfile("/bin/false"), reason="needs /bin/false")
+def test_send_to_farm_shows_the_commands_error(fake, node, tmp_path):
+    read, roto, layers = scene(fake, 0, 5)
+    group = node.create_node()
+    group["smite_python"].setValue("/bin/false")  # exists, fails without a word
+    group["cache_dir"].setValue(str(tmp_path))
+    thread = node.on_send_to_farm(group)
+    fake.pump(lambda: not thread.is_alive() and not fake.main_queue, timeout=30)
+    assert group["status"].value() == "farm failed: smite farm openjd failed: exit status 1"
+    group["farm_chunk"].setValue(0)
+    assert node.on_send_to_farm(group) is None
+    assert group["status"].value() == "error: farm chunk must be at least 1, got 0"
 
 
 # --- end to end ---------------------------------------------------------------------------

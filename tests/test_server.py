@@ -114,6 +114,7 @@ class FakeEngine:
                 self.active -= 1
 
     def learn_parts(self, shot, out_path, settings, *, progress=None, cancel=None):
+        self.calls.append({"method": "learn", "shot": shot, "out": out_path, "settings": settings})
         progress("learn", 1, 1, "done")
         return {"out": out_path, "parts": list(shot.parts)}
 
@@ -281,6 +282,26 @@ def test_jobs_queue_and_run_one_at_a_time(server, shot, tmp_path):
     assert server.sink.done(third["job"])["result"] == {"out": str(tmp_path / "parts.smite"), "parts": ["seat", "legs"]}
     assert server.fake.max_active == 1
     assert server.fake.frames_done == [1, 2, 3, 1, 2, 3]
+
+
+def test_host_settings_with_nested_diffusion_reach_the_engine(server, shot, tmp_path):
+    """What the Nuke and Blender frontends send: the part model and SD folder under "diffusion"."""
+    part_model = str(tmp_path / "chair.smite")
+    settings = {"backend": "diffusion", "diffusion": {"part_model": part_model, "model": "/models/sd21"}}
+    job = ask(server, "learn", {"shot": shot["path"], "out": part_model,
+                                "settings": {"backend": "diffusion", "diffusion": {"model": "/models/sd21"}}})
+    assert server.sink.done(job["result"]["job"])["result"]["out"] == part_model
+    job = ask(server, "segment", {"shot": shot["path"], "out": str(tmp_path / "m.####.exr"), "settings": settings})
+    assert "result" in server.sink.done(job["result"]["job"])
+    learn, segment = server.fake.calls
+    assert learn["method"] == "learn" and learn["out"] == part_model
+    assert learn["shot"].parts == ("seat", "legs") and learn["settings"].diffusion.model == "/models/sd21"
+    assert segment["settings"].backend == "diffusion"
+    assert segment["settings"].diffusion.part_model == part_model
+    assert segment["settings"].diffusion.model == "/models/sd21"
+    bad = ask(server, "segment", {"shot": shot["path"], "out": str(tmp_path / "m.####.exr"),
+                                  "settings": {"diffusion": {"part_modle": part_model}}})
+    assert "part_modle" in error_of(bad)["message"]
 
 
 def test_cancel_running_job_stops_between_frames(server, shot, tmp_path):
