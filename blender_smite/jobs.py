@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import bpy
 
-from . import compositor, corelink, shotplan
+from . import compositor, corelink, farmjob, shotplan
 
 
 class Session:
@@ -156,11 +156,24 @@ class Job:
         self.pattern = shotplan.matte_pattern(cache, digits)
         self.fmap, self.files, self.cache = fmap, plate["files"], cache
         self.key = f"{scene.name}/{mask.name}"  # which SMITE Matte group this shot feeds
-        settings = {"backend": props.backend}
+        self.shot_path = os.path.join(cache, "shot.json")
+        field = bpy.path.abspath(props.part_model) if props.part_model else ""
+        self.part_model = shotplan.part_model_path(field, cache)
+        self.sd_model = bpy.path.abspath(props.sd_model) if props.sd_model else ""
         if self.method == "learn":
-            model = bpy.path.abspath(props.part_model) or os.path.join(cache, "parts.smite")
-            return {"shot": shot, "out": model, "settings": settings, "base_dir": cache}
+            settings = shotplan.job_settings("learn", props.backend, "", self.sd_model)
+            return {"shot": shot, "out": self.part_model, "settings": settings, "base_dir": cache}
+        settings = shotplan.job_settings("segment", props.backend, shotplan.segment_part_model(field, cache),
+                                         self.sd_model)
         return {"shot": shot, "out": self.pattern, "settings": settings, "base_dir": cache, "force": props.force}
+
+    def farm_commands(self) -> List[Any]:
+        """After `prepare`: the ``smite farm openjd`` and ``smite farm deadline`` commands for this shot."""
+        try:
+            return farmjob.farm_commands(self.python, self.shot_path, self.pattern, self.cache,
+                                         self.props.farm_chunk, self.props.backend, self.part_model, self.sd_model)
+        except farmjob.FarmError as exc:
+            raise shotplan.PlanError(str(exc)) from None
 
     def start(self) -> None:
         params = self.prepare()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import corelink
 
@@ -45,6 +45,10 @@ class SmiteSceneSettings(bpy.types.PropertyGroup):
     backend: EnumProperty(name="Backend", items=BACKENDS, default="propagate")
     part_model: StringProperty(name="Part model", subtype="FILE_PATH",
                                description="Part model file written by Learn (default: in the shot cache)")
+    sd_model: StringProperty(name="SD model", subtype="FILE_PATH",
+                             description="Diffusion backend: Stable Diffusion folder or file (empty: $SMITE_MODEL)")
+    farm_chunk: IntProperty(name="Farm chunk", default=16, min=1,
+                            description="Frames per farm task for Send to farm")
     cache_dir: StringProperty(
         name="Cache", subtype="DIR_PATH",
         description="Shot cache for references and mattes (default: //smite_cache/<scene>_<mask>)")

@@ -234,3 +234,39 @@ def matte_image_user(fmap: FrameMap, first: int, last: int) -> Tuple[int, int, i
     if last < first:
         raise PlanError(f"no mattes in {first}-{last}")
     return fmap.scene_frame(first), int(first) - 1, int(last) - int(first) + 1
+
+
+def job_settings(method: str, backend: str, part_model: str = "", sd_model: str = "") -> Dict[str, object]:
+    """The ``settings`` object of a server ``segment``/``learn`` call (``smite.config.Settings`` format).
+
+    The diffusion backend's own settings nest under ``"diffusion"``: ``part_model`` (the .smite
+    file) and ``model`` (the SD folder). Segment sends them only with the diffusion backend, so
+    the weight-free backend's mattes keep the same job metadata (and resume) whatever those
+    fields hold; Learn always trains on SD, so it sends ``model`` when one is set.
+    """
+    settings: Dict[str, object] = {"backend": backend}
+    diffusion: Dict[str, str] = {}
+    if method == "segment" and backend == "diffusion" and part_model:
+        diffusion["part_model"] = part_model
+    if (method == "learn" or backend == "diffusion") and sd_model:
+        diffusion["model"] = sd_model
+    if diffusion:
+        settings["diffusion"] = diffusion
+    return settings
+
+
+def part_model_path(field: str, cache: str) -> str:
+    """The part model Learn writes and the farm's Learn task targets: the field, else ``<cache>/parts.smite``."""
+    return field or os.path.join(cache, "parts.smite")
+
+
+def segment_part_model(field: str, cache: str) -> str:
+    """Part model a Segment uses: the field's file, else Learn's default file once it exists, else ``""``.
+
+    ``""`` lets the diffusion backend learn from the shot's references itself, instead of failing
+    on a default file Learn never wrote.
+    """
+    if field:
+        return field
+    default = part_model_path("", cache)
+    return default if os.path.isfile(default) else ""

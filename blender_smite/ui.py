@@ -32,11 +32,16 @@ class SMITE_PT_panel(bpy.types.Panel):
         layout.prop(props, "use_scene_range")
         layout.prop(props, "backend")
         layout.prop(props, "part_model")
+        if props.backend == "diffusion":
+            layout.prop(props, "sd_model")
         layout.prop(props, "cache_dir")
         layout.prop(props, "force")
         row = layout.row(align=True)
         row.operator("smite.learn", icon="OUTLINER_OB_LIGHT")
         row.operator("smite.segment", icon="NODE_COMPOSITING")
+        row = layout.row(align=True)
+        row.prop(props, "farm_chunk")
+        row.operator("smite.send_to_farm", icon="NETWORK_DRIVE")
         if props.running and hasattr(layout, "progress"):
             layout.progress(factor=props.progress, type="BAR", text=props.status or "running")
         elif props.status:

@@ -107,6 +107,59 @@ def test_misc_helpers(tmp_path):
     assert shotplan.matte_pattern("/c", 5) == os.path.join("/c", "mattes", "mattes.%05d.exr")
 
 
+def test_job_settings_nest_the_diffusion_fields(tmp_path):
+    from smite.config import Settings
+
+    seg = shotplan.job_settings("segment", "diffusion", "/c/parts.smite", "/sd")
+    assert seg == {"backend": "diffusion", "diffusion": {"part_model": "/c/parts.smite", "model": "/sd"}}
+    assert Settings.from_dict(seg).diffusion.part_model == "/c/parts.smite"
+    assert shotplan.job_settings("segment", "propagate", "/c/parts.smite", "/sd") == {"backend": "propagate"}
+    assert shotplan.job_settings("learn", "diffusion", "/c/parts.smite") == {"backend": "diffusion"}
+    cache = str(tmp_path)
+    assert shotplan.part_model_path("", cache) == os.path.join(cache, "parts.smite")
+    assert shotplan.part_model_path("/p/x.smite", cache) == "/p/x.smite"
+    assert shotplan.segment_part_model("", cache) == ""  # not learned yet: the backend learns by itself
+    (tmp_path / "parts.smite").write_bytes(b"x")
+    assert shotplan.segment_part_model("", cache) == os.path.join(cache, "parts.smite")
+
+
+def test_farm_files_written_by_the_core_cli(tmp_path):
+    """The pure Send-to-farm module runs the real `smite farm` in this venv against the chair sample."""
+    openjd = pytest.importorskip("openjd.model")
+    import yaml
+    from blender_smite import farmjob
+
+    chair = os.path.join(ROOT, "tests", "data", "chair", "shot.json")
+    out = str(tmp_path / "mattes" / "mattes.%04d.exr")
+    cmds = farmjob.farm_commands(sys.executable, chair, out, str(tmp_path), 25, "propagate", "/unused.smite")
+    assert all("--parts" not in argv for _, argv in cmds)  # the weight-free backend takes no part model
+    written = farmjob.write_farm_files(cmds, core=os.path.join(ROOT, "core"))
+    paths = farmjob.farm_paths(str(tmp_path))
+    assert written["openjd"] == [paths["openjd"]]
+    assert sorted(os.path.basename(p) for p in written["deadline"]) == ["job_info.job", "plugin_info.job"]
+    with open(paths["openjd"], encoding="utf-8") as handle:
+        template = openjd.decode_job_template(template=yaml.safe_load(handle), supported_extensions=["TASK_CHUNKING"])
+    params = {p.name: p.default for p in template.parameterDefinitions}
+    assert params["ChunkSize"] == 25 and params["Frames"] == "0-59" and params["OutputPattern"] == out
+    assert [step.name for step in template.steps] == ["Segment"]
+    assert farmjob.summary(written).startswith(f"farm files in {tmp_path / 'farm'}: job.yaml, deadline/")
+
+
+
+def test_farm_errors_are_one_line(tmp_path):
+    from blender_smite import farmjob
+
+    class Proc:
+        returncode, stdout, stderr = 2, "", "warning: x\nsmite: error: output pattern /c/m.exr has no frame token\n"
+
+    cmds = farmjob.farm_commands("/v/python", "/c/shot.json", "/c/m.exr", str(tmp_path), 4)
+    with pytest.raises(farmjob.FarmError) as info:
+        farmjob.write_farm_files(cmds, runner=lambda argv, **kw: Proc())
+    assert str(info.value) == "smite farm openjd failed: smite: error: output pattern /c/m.exr has no frame token"
+    with pytest.raises(farmjob.FarmError, match="at least 1"):
+        farmjob.farm_commands("/v/python", "/c/shot.json", "/c/m.%04d.exr", "/c", 0)
+
+
 # --- finding the core ---------------------------------------------------------------------------
 
 def _fake_core(root):
@@ -231,3 +284,26 @@ def test_segment_in_real_blender(tmp_path):
         assert np.abs(shown - mattes[want]).max() < 1e-3, f"scene frame {frame} does not show matte {want}"
         diffs = {f: float(np.abs(shown - m).max()) for f, m in mattes.items()}
         assert min(diffs, key=diffs.get) == want and max(diffs.values()) > 0.05, diffs  # frame mapping, not luck
+
+    # with the diffusion backend, the part model and SD model go nested under "diffusion"
+    cache = os.path.dirname(os.path.dirname(info["matte_pattern"]))
+    part_model = str(out / "chair.smite")
+    assert info["sent"]["segment"] == {"out": info["matte_pattern"], "settings": {
+        "backend": "diffusion", "diffusion": {"part_model": part_model, "model": "/models/sd21"}}}
+    assert info["sent"]["learn"] == {"out": part_model, "settings": {
+        "backend": "diffusion", "diffusion": {"model": "/models/sd21"}}}
+
+    # Send to farm: the OpenJD template validates, Learn first (no part model yet), chunks of 2
+    openjd = pytest.importorskip("openjd.model")
+    import yaml
+
+    farm = os.path.join(cache, "farm")
+    assert info["farm_status"].startswith(f"farm files in {farm}: job.yaml, deadline/"), info["farm_status"]
+    with open(os.path.join(farm, "job.yaml"), encoding="utf-8") as handle:
+        template = openjd.decode_job_template(template=yaml.safe_load(handle), supported_extensions=["TASK_CHUNKING"])
+    params = {p.name: p.default for p in template.parameterDefinitions}
+    assert params["ShotFile"] == os.path.join(cache, "shot.json") and params["ChunkSize"] == 2
+    assert params["OutputPattern"] == info["matte_pattern"] and params["PartModel"] == part_model
+    assert [step.name for step in template.steps] == ["Learn", "Segment"]
+    with open(os.path.join(farm, "deadline", "job_info.job"), encoding="utf-8") as handle:
+        assert "ChunkSize=2" in handle.read().splitlines()

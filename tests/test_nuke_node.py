@@ -239,7 +239,8 @@ def test_segment_and_learn_send_backend_and_part_model_as_nested_settings(fake, 
     assert sent[3][1]["settings"] == {"backend": "diffusion"}
     (tmp_path / "parts.smite").write_bytes(b"x")
     node.on_segment(group)
-    assert sent[4][1]["settings"] == {"backend": "diffusion", "diffusion": {"part_model": str(tmp_path / "parts.smite")}}
+    default = str(tmp_path / "parts.smite")
+    assert sent[4][1]["settings"] == {"backend": "diffusion", "diffusion": {"part_model": default}}
     group["backend"].setValue("propagate")
     node.on_segment(group)
     assert sent[5][1]["settings"] == {"backend": "propagate"}

@@ -3,7 +3,8 @@
 Registers ``blender_smite``, builds a scene (plate = a few frames of tests/data/chair as an image
 sequence, a Mask with one layer "chair" drawn as a polygon around the chair at frame 0), runs
 ``bpy.ops.smite.segment()`` against a real `smite serve` (weight-free backend), renders the
-compositor with the "SMITE Matte" output at a few frames, and writes ``result.json`` into the
+compositor with the "SMITE Matte" output at a few frames, records the settings Segment/Learn send
+with the diffusion backend, runs ``bpy.ops.smite.send_to_farm()``, and writes ``result.json`` into the
 folder given as the first argument. Assertions on pixels happen in tests/test_blender_addon.py
 (core venv: OIIO reads the mattes); what only Blender can see is asserted here.
 
@@ -79,6 +80,23 @@ def render_output(compositor, scene, node, out_dir):
     return paths
 
 
+def check_settings_and_farm(addon, props, out_dir):
+    """The settings Segment and Learn would send with the diffusion backend, then Send to farm."""
+    jobs = sys.modules[addon.__name__ + ".jobs"]
+    props.backend = "diffusion"
+    props.part_model = os.path.join(out_dir, "chair.smite")
+    props.sd_model = "/models/sd21"
+    sent = {}
+    for method in ("segment", "learn"):
+        params = jobs.Job(bpy.context, method).prepare()
+        sent[method] = {"out": params["out"], "settings": params["settings"]}
+    props.farm_chunk = 2
+    result = bpy.ops.smite.send_to_farm()
+    assert result == {"FINISHED"}, (result, props.status)
+    assert not props.running
+    return sent, props.status
+
+
 def load_addon(zip_path):
     """The add-on's package module: installed from the zip as an extension, or imported from the repo."""
     if zip_path:
@@ -123,6 +141,7 @@ def main(out_dir, zip_path=""):
     inner = node.node_tree.nodes["SMITE mattes"]
     assert inner.image.colorspace_settings.name == "Non-Color"
     renders = render_output(compositor, scene, node, out_dir)
+    sent, farm_status = check_settings_and_farm(addon, props, out_dir)
     info = {
         "status": first_status,
         "bbox": bbox,
@@ -133,6 +152,8 @@ def main(out_dir, zip_path=""):
         "image_user": [inner.frame_start, inner.frame_offset, inner.frame_duration],
         "blender": bpy.app.version_string,
         "addon": addon.__name__,
+        "sent": sent,
+        "farm_status": farm_status,
     }
     with open(os.path.join(out_dir, "result.json"), "w") as handle:
         json.dump(info, handle, indent=1)
