@@ -44,6 +44,12 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
 fi
 echo "setup.sh: installing smite[$EXTRAS] (editable)"
 "${PIP[@]}" install -e "$ROOT[$EXTRAS]"
+# TEST-ONLY: autosegmentor 3.0.1 carries a copy of the `cotracker` package (CoTracker3 code, CC BY-NC 4.0,
+# non-commercial) so tests/test_track_cotracker.py runs the real architecture with random weights. Never a runtime
+# dependency of SMITE; --no-deps keeps its requirements out (the `cotracker` code needs only torch).
+if ! "$VENV/bin/python" -c "import cotracker.predictor" >/dev/null 2>&1; then
+  "${PIP[@]}" install --no-deps "autosegmentor==3.0.1"
+fi
 if [ "$BLENDER" = 1 ]; then
   BVENV="$ROOT/.venv-blender"
   "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "bpy 5.0 needs Python 3.11 (set PYTHON=python3.11)")'

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..config import Settings
-from ..errors import BadInputError, MissingModelError
+from ..errors import BadInputError
 from ..frames import FrameSource
 from ..method.learn import Example, PartLearner
 from ..method.segment import WindowSegmenter, plan_windows, window_seed
@@ -37,10 +37,12 @@ from .base import VideoState
 log = logging.getLogger(__name__)
 
 
-def make_tracker(settings: DiffusionSettings, resolution: int) -> Tracker:
-    """The point tracker for voting: the weight-free flow tracker (default) or CoTracker."""
+def make_tracker(settings: DiffusionSettings, resolution: int, device: torch.device | str | None = None) -> Tracker:
+    """The point tracker for voting: the weight-free flow tracker (default) or CoTracker (on `device`)."""
     if settings.tracker == "cotracker":
-        raise MissingModelError("the CoTracker tracker is not wired into the diffusion backend yet; use tracker=flow")
+        from ..track.cotracker import CoTrackerTracker
+
+        return CoTrackerTracker.from_checkpoint(settings.tracker_checkpoint, device)
     from ..track.flow import FlowTracker
 
     return FlowTracker(max_side=min(resolution, 480))
@@ -96,10 +98,11 @@ class DiffusionBackend:
         wanted = sorted(set(state.frame_numbers if frames is None else frames))
         s = self.diffusion
         model = self._part_model_for(state)
+        device = next(self.backbone.unet.parameters()).device
         with _applied_kv(self.backbone, model):
             segmenter = WindowSegmenter(
-                self.backbone, model.context.to(next(self.backbone.unet.parameters()).device), len(state.parts) + 1,
-                s, tracker=self._tracker or make_tracker(s, s.resolution), temporal=self.settings.temporal,
+                self.backbone, model.context.to(device), len(state.parts) + 1,
+                s, tracker=self._tracker or make_tracker(s, s.resolution, device), temporal=self.settings.temporal,
                 vote_frames=self.settings.vote_window, tau=self.settings.lowpass_tau, report=log.debug)
             windows = plan_windows(state.frame_numbers, s.window, s.overlap)
             carried: dict[int, torch.Tensor] = {}

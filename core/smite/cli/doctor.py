@@ -51,9 +51,11 @@ def report() -> list[tuple[str, str]]:
     rows.append(("backend diffusion", "needs diffusers: " + diffusers if diffusers.startswith("not") else
                  f"diffusers {diffusers}; needs a local SD 2.1-base/1.5 model (--model or $SMITE_MODEL)"))
     rows.append(("tracker flow", "usable (OpenCV DIS optical flow, weight-free)"))
-    cot = _version("cotracker")
-    rows.append(("tracker cotracker", "not installed (optional; CC BY-NC licence, needs a local checkpoint)"
-                 if cot.startswith("not") else "installed (CC BY-NC licence: non-commercial use only)"))
+    from ..track.cotracker import LICENCE, cotracker_available
+
+    rows.append(("tracker cotracker", (
+        "cotracker importable" if cotracker_available() else "cotracker not importable (optional; or a torch.hub cache)"
+    ) + f"; {LICENCE}; needs --tracker-checkpoint PATH (local .pth or torch.hub folder)"))
     return rows
 
 

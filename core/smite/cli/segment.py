@@ -21,6 +21,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temporal", choices=["on", "off"], help="SMITE temporal module: voting + low-pass (default on)")
     parser.add_argument("--model", help="diffusion: local Stable Diffusion folder or single file (default $SMITE_MODEL)")
     parser.add_argument("--parts", help="diffusion: part model (.smite) from `smite learn` (default: learn first)")
+    parser.add_argument("--tracker", choices=["flow", "cotracker"],
+                        help="diffusion: point tracker for voting (default flow; cotracker is CC BY-NC)")
+    parser.add_argument("--tracker-checkpoint", metavar="PATH",
+                        help="diffusion: local CoTracker3 checkpoint (.pth) or torch.hub folder for --tracker cotracker")
     parser.add_argument("--settings", metavar="JSON", help="settings file (JSON object of Settings fields)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting (repeatable); diffusion.KEY=VALUE for the diffusion backend")
@@ -69,6 +73,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         diffusion["model"] = args.model
     if getattr(args, "parts", None):
         diffusion["part_model"] = args.parts
+    if getattr(args, "tracker", None):
+        diffusion["tracker"] = args.tracker
+    if getattr(args, "tracker_checkpoint", None):
+        diffusion["tracker_checkpoint"] = args.tracker_checkpoint
     if diffusion:
         data["diffusion"] = diffusion
     if getattr(args, "backend", None):

@@ -61,6 +61,7 @@ class DiffusionSettings:
     hierarchical: bool = True  # official: a second pass on a crop around the subject, pasted back
     crop_margin: float = 0.04  # margin around the subject's box in the crop pass (fraction of the frame side)
     tracker: str = "flow"  # point tracker for voting: weight-free "flow" or "cotracker"
+    tracker_checkpoint: str = ""  # tracker="cotracker": CoTracker3 .pth or torch.hub folder (CC BY-NC, user-supplied)
     part_model: str = ""  # .smite file from `smite learn`; empty: learn from the shot's references first
     seed: int = 0  # every random choice derives from this
 
