@@ -64,12 +64,12 @@ def test_interrupted_run_resumes_without_partial_files(make_shot, tmp_path):
 
     with pytest.raises(CancelledError):
         segment_shot(shot, out, Settings(), progress=stop_after_four, cancel=cancel)
-    done = sorted(glob.glob(str(tmp_path / "out" / "m.*.exr")))
-    assert len(done) == 4
-    stale = tmp_path / "out" / f".m.0007.{os.getpid() + 1}.tmp.exr"  # what a killed writer leaves behind
+    done = sorted(int(p.split(".")[-2]) for p in glob.glob(str(tmp_path / "out" / "m.*.exr")))
+    assert 4 <= len(done) <= 7 and done == list(range(len(done)))  # frames in flight at cancel may land
+    stale = tmp_path / "out" / f".m.0009.{os.getpid() + 1}.tmp.exr"  # what a killed writer leaves behind
     stale.write_bytes(b"partial")
     result = segment_shot(shot, out, Settings())
-    assert result.skipped == [0, 1, 2, 3] and result.written == list(range(4, 10))
+    assert result.skipped == done and result.written == list(range(len(done), 10))
     assert not glob.glob(str(tmp_path / "out" / ".*"))
 
 

@@ -129,10 +129,13 @@ def test_real_cotracker3_tracks_both_ways_in_one_call(real_predictor) -> None:
         real_predictor.model.register_forward_pre_hook(
             lambda m, a, kw: seen["inner"].append(kw["video"].detach().clone()), with_kwargs=True),
     ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: on a busy 2-core box thread hand-offs cost more than they win
     try:
         video, queries = _clip()
         tracks = CoTrackerTracker(real_predictor).track(video, queries)
     finally:
+        torch.set_num_threads(threads)
         for hook in hooks:
             hook.remove()
     assert len(seen["outer"]) == 1 and seen["outer"][0]["backward_tracking"] is True

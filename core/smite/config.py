@@ -32,7 +32,7 @@ class Settings:
     vote_window: int = 15  # SMITE: voting window W=15 frames centred on t
     vote_stride: int = 2  # vote on every n-th working pixel, applied as an upsampled correction (speed)
     lowpass_tau: float = 0.4  # SMITE: keep spatial DCT frequencies u,v < tau*size (tau=0.4 at step 1)
-    lowpass_strength: float = 0.5  # how far the low frequencies are pulled toward the propagated maps
+    lowpass_strength: float = 0.25  # how far the low frequencies are pulled toward the propagated maps
     work_max_side: int = 480  # working resolution (long side) for flow and propagation: speed vs detail
     flow_preset: str = "medium"  # OpenCV DIS preset: ultrafast | fast | medium
     carry_decay: float = 0.97  # per-frame confidence decay of a carried reference (trust near keyframes)
@@ -41,9 +41,9 @@ class Settings:
     appearance_levels: int = 16  # colour histogram bins per channel (16**3 joint RGB bins)
     uncertain_blur: float = 0.1  # blur (fraction of the long side) of the prior where the carry is unsure
     snap_radius: int = 4  # guided-filter radius (working px) that re-snaps carried maps to plate edges
-    snap_eps: float = 2e-3  # guided-filter regulariser for snapping (smaller = follows edges harder)
+    snap_eps: float = 5e-4  # guided-filter regulariser for snapping (smaller = follows edges harder)
     refine_radius: int = 4  # guided-filter radius (plate px) for the plate-resolution refinement
-    refine_eps: float = 1e-3  # guided-filter regulariser for the refinement
+    refine_eps: float = 5e-4  # guided-filter regulariser for the refinement
     context: int = 8  # extra frames read on each side of a farm chunk for temporal context
     seed: int = 0  # every random choice derives from this
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)  # the SMITE backend's own settings

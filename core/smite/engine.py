@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -52,6 +54,8 @@ class SegmentResult:
 def job_metadata(shot: ShotSpec, settings: Settings, backend: str, model_hash: str = "") -> dict[str, str]:
     """Metadata stored in every matte; a frame is reused on resume only if all of it matches."""
     result_settings = {k: v for k, v in settings.to_dict().items() if k not in NON_RESULT_SETTINGS}
+    if backend != "diffusion":  # the diffusion backend's own settings cannot change a weight-free matte
+        result_settings.pop("diffusion", None)
     refs = [(r.frame, r.labels, sorted(r.masks.items())) for r in shot.references]
     job = json.dumps(
         {"plate": shot.plate, "parts": shot.parts, "refs": refs, "cs": shot.colorspace, "settings": result_settings,
@@ -110,6 +114,46 @@ def _remove_stale_temps(path: str) -> None:
             pass
 
 
+class BackgroundWriter:
+    """Refine and write finished frames on one worker thread while the backend computes the next.
+
+    OpenCV, NumPy and OpenImageIO release the GIL, so on a 2-core machine plate-resolution
+    refinement and EXR compression overlap with propagation. At most `depth` frames wait; `done`
+    runs on the caller's thread, in frame order, once a frame's file is complete on disk. An error
+    in the worker surfaces at the next submit or at exit.
+    """
+
+    def __init__(self, done: Callable[[int], None], depth: int = 2) -> None:
+        self._done = done
+        self._depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smite-writer")
+        self._pending: deque[Future] = deque()
+
+    def submit(self, fn: Callable[..., int], *args: object) -> None:
+        self._pending.append(self._pool.submit(fn, *args))
+        while self._pending and (len(self._pending) > self._depth or self._pending[0].done()):
+            self._done(self._pending.popleft().result())
+
+    def drain(self) -> None:
+        while self._pending:
+            self._done(self._pending.popleft().result())
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.drain()
+            else:  # frames already in flight still land (whole files) and count; the error is re-raised
+                while self._pending:
+                    future = self._pending.popleft()
+                    if future.exception() is None:
+                        self._done(future.result())
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 def segment_shot(
     shot: ShotSpec,
     out_pattern: str,
@@ -157,14 +201,21 @@ def segment_shot(
         for frame, probs in refs.items():
             if frame in source.frame_numbers:
                 run_backend.add_reference(state, frame, probs)
-        for frame, probs in run_backend.propagate(state, left):
-            if cancel is not None and cancel.is_set():
-                raise CancelledError(f"cancelled after {len(result.written)} new frame(s); finished frames kept")
-            plate = source.get(frame)
+        def finish(frame: int, probs: np.ndarray, plate: np.ndarray) -> int:
             full = refine_to_plate(probs, plate, radius=run.refine_radius, eps=run.refine_eps)
             write_matte(frame_path(out_pattern, frame), full[1:], list(shot.parts), run_meta)
+            return frame
+
+        def done(frame: int) -> None:
             result.written.append(frame)
             report("segment", len(result.skipped) + len(result.written), total, f"frame {frame}")
+
+        with BackgroundWriter(done) as writer:
+            for frame, probs in run_backend.propagate(state, left):
+                if cancel is not None and cancel.is_set():
+                    writer.drain()
+                    raise CancelledError(f"cancelled after {len(result.written)} new frame(s); finished frames kept")
+                writer.submit(finish, frame, probs, source.get(frame))
 
     if todo:
         # A backend that can work in less memory offers `shrink_settings(settings) -> Settings | None`;
