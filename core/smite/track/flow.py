@@ -13,6 +13,8 @@ Coordinates: video pixels have their centres at integers; working pixels likewis
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -213,10 +215,18 @@ def compute_flows(
     bwd_ok = np.zeros((n, h, w), bool)
     with _cv_threads(CV_THREADS):
         grey = _grey_frames(video, (h, w))
-        dis = cv2.DISOpticalFlow_create(PRESETS[preset])
+        local = threading.local()
+
+        def flow(pair: tuple[int, int]) -> np.ndarray:
+            # DIS runs single-threaded and releases the GIL: one instance per worker, pairs in parallel.
+            if not hasattr(local, "dis"):
+                local.dis = cv2.DISOpticalFlow_create(PRESETS[preset])
+            return local.dis.calc(grey[pair[0]], grey[pair[1]], None)
+
+        with ThreadPoolExecutor(max_workers=CV_THREADS) as pool:
+            flows = list(pool.map(flow, [p for i in range(n) for p in ((i, i + 1), (i + 1, i))]))
         for i in range(n):
-            forward[i] = dis.calc(grey[i], grey[i + 1], None)
-            backward[i] = dis.calc(grey[i + 1], grey[i], None)
+            forward[i], backward[i] = flows[2 * i], flows[2 * i + 1]
             fwd_ok[i] = consistency(forward[i], backward[i])
             bwd_ok[i] = consistency(backward[i], forward[i])
             if boundary_test:
