@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from .errors import BadInputError, ManifestError
 from .io.sequence import format_frame_range, parse_frame_range
 from .model.settings import DiffusionSettings
+from .settings_json import fields_from_dict
 
 SETTINGS_VERSION = 1
 PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -64,34 +65,14 @@ class Settings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Settings":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            if key == "version":
-                continue
-            if key not in known:
-                raise BadInputError(f"unknown setting '{key}'")
-            if key == "diffusion":
-                if isinstance(value, DiffusionSettings):
-                    values[key] = value
-                elif isinstance(value, Mapping):
-                    values[key] = DiffusionSettings.from_dict(value)
-                else:
-                    raise BadInputError(f"setting 'diffusion' must be an object, got {value!r}")
-                continue
-            default = known[key].default
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise BadInputError(f"setting '{key}' must be true or false, got {value!r}")
-            elif isinstance(default, (int, float)) and not isinstance(default, bool):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise BadInputError(f"setting '{key}' must be a number, got {value!r}")
-                if isinstance(default, int) and not float(value).is_integer():
-                    raise BadInputError(f"setting '{key}' must be an integer, got {value!r}")
-                value = type(default)(value)
-            elif isinstance(default, str) and not isinstance(value, str):
-                raise BadInputError(f"setting '{key}' must be a string, got {value!r}")
-            values[key] = value
+        values = fields_from_dict(cls, data, "setting", skip=("diffusion",))
+        nested = data.get("diffusion")
+        if isinstance(nested, DiffusionSettings):
+            values["diffusion"] = nested
+        elif isinstance(nested, Mapping):
+            values["diffusion"] = DiffusionSettings.from_dict(nested)
+        elif nested is not None:
+            raise BadInputError(f"setting 'diffusion' must be an object, got {nested!r}")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -51,6 +51,24 @@ class Backend(Protocol):
         ...
 
 
+class BackendBase:
+    """The predictor bookkeeping every backend shares; subclasses implement `propagate`."""
+
+    name = "base"
+
+    def init_state(self, source: FrameSource, parts: Sequence[str]) -> VideoState:
+        return VideoState(source=source, parts=tuple(parts))
+
+    def add_reference(self, state: VideoState, frame: int, probs: np.ndarray) -> None:
+        if frame not in state.frame_numbers:
+            raise KeyError(f"reference frame {frame} is not among the loaded frames")
+        state.references[frame] = probs
+        self.references_changed(state)
+
+    def references_changed(self, state: VideoState) -> None:
+        """Drop cached results that depend on the references (nothing by default)."""
+
+
 def make_backend(settings: Settings) -> Backend:
     """The backend named in the settings; imports lazily so the weight-free path needs no diffusers."""
     if settings.backend == "propagate":

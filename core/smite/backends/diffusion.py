@@ -25,14 +25,13 @@ import torch
 
 from ..config import Settings
 from ..errors import BadInputError
-from ..frames import FrameSource
 from ..method.learn import Example, PartLearner
 from ..method.segment import WindowSegmenter, plan_windows, window_seed
 from ..model.backbone import Backbone, load_backbone
 from ..model.parts import PartModel, load_part_model
 from ..model.settings import DiffusionSettings
 from ..track.base import Tracker
-from .base import VideoState
+from .base import BackendBase, VideoState
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def make_tracker(settings: DiffusionSettings, resolution: int, device: torch.dev
     return FlowTracker(max_side=min(resolution, 480))
 
 
-class DiffusionBackend:
+class DiffusionBackend(BackendBase):
     """SMITE on Stable Diffusion; see module doc."""
 
     name = "diffusion"
@@ -85,15 +84,7 @@ class DiffusionBackend:
             self._part_model = load_part_model(self.diffusion.part_model, backbone_hash=self.backbone.hash)
         return self._part_model
 
-    # -- predictor API -------------------------------------------------------------------------
-    def init_state(self, source: FrameSource, parts: Sequence[str]) -> VideoState:
-        return VideoState(source=source, parts=tuple(parts))
-
-    def add_reference(self, state: VideoState, frame: int, probs: np.ndarray) -> None:
-        if frame not in state.frame_numbers:
-            raise KeyError(f"reference frame {frame} is not among the loaded frames")
-        state.references[frame] = probs
-
+    # -- predictor API (init_state, add_reference from BackendBase) ----------------------------
     def propagate(self, state: VideoState, frames: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         wanted = sorted(set(state.frame_numbers if frames is None else frames))
         s = self.diffusion

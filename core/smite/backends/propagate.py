@@ -24,13 +24,12 @@ import numpy as np
 import torch
 
 from ..config import Settings
-from ..frames import FrameSource
 from ..method.appearance import ColourModel, reweight
 from ..method.lowpass import lowpass_consistency
 from ..method.voting import vote, window_frames
 from ..refine import refine_to_plate
 from ..track.flow import DenseFlows, chain, compute_flows, working_size
-from .base import VideoState
+from .base import BackendBase, VideoState
 
 EPS = 1e-6
 
@@ -60,7 +59,7 @@ def _normalise(probs: np.ndarray) -> np.ndarray:
     return probs / np.maximum(probs.sum(axis=-1, keepdims=True), EPS)
 
 
-class PropagateBackend:
+class PropagateBackend(BackendBase):
     """Keyframe propagation along optical flow plus SMITE's temporal module; no weights."""
 
     name = "propagate"
@@ -68,15 +67,9 @@ class PropagateBackend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    # -- predictor API -------------------------------------------------------------------------
-    def init_state(self, source: FrameSource, parts: Sequence[str]) -> VideoState:
-        return VideoState(source=source, parts=tuple(parts))
-
-    def add_reference(self, state: VideoState, frame: int, probs: np.ndarray) -> None:
-        if frame not in state.frame_numbers:
-            raise KeyError(f"reference frame {frame} is not among the loaded frames")
-        state.references[frame] = probs
-        state.cache.pop("fused", None)
+    # -- predictor API (init_state, add_reference from BackendBase) ----------------------------
+    def references_changed(self, state: VideoState) -> None:
+        state.cache.pop("fused", None)  # flows stay valid; the carried maps do not
 
     def propagate(self, state: VideoState, frames: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         wanted = list(state.frame_numbers if frames is None else frames)

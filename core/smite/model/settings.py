@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import BadInputError
+from ..settings_json import fields_from_dict
 
 DIFFUSION_SETTINGS_VERSION = 1
 INVERSIONS = ("noise", "ddim")
@@ -73,8 +74,8 @@ class DiffusionSettings:
         need(self.resolution >= 32 and self.resolution % 32 == 0,
              f"resolution must be a multiple of 32, got {self.resolution}")
         need(self.learn_epochs >= 1 and self.learn_steps >= 0, "learn_epochs must be >= 1 and learn_steps >= 0")
-        need(1 <= self.learn_t_min <= self.learn_t_max <= 999, f"need 1 <= learn_t_min <= learn_t_max <= 999")
-        need(self.window >= 1 and 0 <= self.overlap < self.window, f"need window >= 1 and 0 <= overlap < window")
+        need(1 <= self.learn_t_min <= self.learn_t_max <= 999, "need 1 <= learn_t_min <= learn_t_max <= 999")
+        need(self.window >= 1 and 0 <= self.overlap < self.window, "need window >= 1 and 0 <= overlap < window")
         need(self.inversion in INVERSIONS, f"inversion must be one of {', '.join(INVERSIONS)}, got {self.inversion!r}")
         need(self.guide_t_start >= self.ref_t >= 1, "need guide_t_start >= ref_t >= 1")
         need(self.guide_steps >= 1 and 0 <= self.guided_steps <= self.guide_steps,
@@ -91,22 +92,7 @@ class DiffusionSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DiffusionSettings":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            if key == "version":
-                continue
-            if key not in known:
-                raise BadInputError(f"unknown diffusion setting '{key}'")
-            default = known[key].default
-            if isinstance(default, bool) != isinstance(value, bool):
-                raise BadInputError(f"diffusion setting '{key}' must be {type(default).__name__}, got {value!r}")
-            if isinstance(default, float) and isinstance(value, int):
-                value = float(value)
-            if not isinstance(value, type(default)):
-                raise BadInputError(f"diffusion setting '{key}' must be {type(default).__name__}, got {value!r}")
-            values[key] = value
-        return cls(**values)
+        return cls(**fields_from_dict(cls, data, "diffusion setting"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": DIFFUSION_SETTINGS_VERSION, **dataclasses.asdict(self)}
