@@ -1,9 +1,10 @@
 """Find the SMITE core (its ``smite`` sources and its venv's Python) and load its stdlib-only client.
 
 Blender's Python has no torch, so the add-on never imports the core package into Blender's
-``sys.modules``: it loads ``smite/client.py`` and ``smite/protocol.py`` from the core folder under
-a private package name (no ``sys.path`` edits, no clash with another ``smite``) and runs the heavy
-engine in the core venv as a ``smite serve`` subprocess. Pure standard library, no ``bpy``.
+``sys.modules``: it loads ``smite/client.py`` (with ``smite/protocol.py``) and ``smite/hostkit.py``
+(planning rules shared with the Nuke node) from the core folder under a private package name (no
+``sys.path`` edits, no clash with another ``smite``) and runs the heavy engine in the core venv as a
+``smite serve`` subprocess. Pure standard library, no ``bpy``.
 
 Where the core is, first match wins: the add-on preference, ``$SMITE_CORE`` / ``$SMITE_PYTHON``,
 ``core_location.json`` written beside this file by ``install/blender_install.py``, and finally the
@@ -75,15 +76,17 @@ def locate(core_pref: str = "", python_pref: str = "", env: Optional[Mapping[str
     return core, python
 
 
-def load_client_module(core: str) -> Any:
-    """The core's ``smite.client`` module loaded from ``core`` under a private package name."""
+def _load_core_module(core: str, name: str) -> Any:
+    """The core's ``smite.<name>`` module loaded from ``core`` under the private package name."""
     if not is_core(core):
         raise ImportError(f"no SMITE core at {core or '(not set)'}: set the core folder in the add-on preferences")
     pkg_dir = os.path.join(core, "smite")
+    if not os.path.isfile(os.path.join(pkg_dir, name + ".py")):
+        raise ImportError(f"the SMITE core at {core} has no smite/{name}.py: update the core")
     loaded = sys.modules.get(PRIVATE_PACKAGE)
     if loaded is not None and getattr(loaded, "__path__", [None])[0] != pkg_dir:
-        for name in [n for n in sys.modules if n == PRIVATE_PACKAGE or n.startswith(PRIVATE_PACKAGE + ".")]:
-            del sys.modules[name]  # the core folder changed: load the new one
+        for mod in [n for n in sys.modules if n == PRIVATE_PACKAGE or n.startswith(PRIVATE_PACKAGE + ".")]:
+            del sys.modules[mod]  # the core folder changed: load the new one
     if PRIVATE_PACKAGE not in sys.modules:
         spec = importlib.util.spec_from_file_location(
             PRIVATE_PACKAGE, os.path.join(pkg_dir, "__init__.py"), submodule_search_locations=[pkg_dir])
@@ -92,7 +95,28 @@ def load_client_module(core: str) -> Any:
         module = importlib.util.module_from_spec(spec)
         sys.modules[PRIVATE_PACKAGE] = module
         spec.loader.exec_module(module)
-    return importlib.import_module(PRIVATE_PACKAGE + ".client")
+    return importlib.import_module(f"{PRIVATE_PACKAGE}.{name}")
+
+
+def load_client_module(core: str) -> Any:
+    """The core's ``smite.client`` module loaded from ``core`` under a private package name."""
+    return _load_core_module(core, "client")
+
+
+def load_hostkit_module(core: str) -> Any:
+    """The core's ``smite.hostkit`` (rules shared with the Nuke node), loaded privately like the client."""
+    return _load_core_module(core, "hostkit")
+
+
+def hostkit() -> Any:
+    """The hostkit of the core loaded last, else of the core `locate` finds without preferences.
+
+    A Job loads the core its preferences name first (`load_hostkit_module`), so the pure modules
+    (`shotplan`, `farmjob`) follow it; tests and scripts fall back to the environment or the repo.
+    """
+    if PRIVATE_PACKAGE in sys.modules:
+        return importlib.import_module(PRIVATE_PACKAGE + ".hostkit")
+    return load_hostkit_module(locate()[0])
 
 
 def server_env(core: str) -> Dict[str, str]:

@@ -2,7 +2,8 @@
 
 Nothing here imports ``bpy``: the operators gather plain values from Blender and hand them to
 these functions, so the rules (which file is which frame, what a part may be called, where the
-cache lives) are tested in the core's venv without Blender. Python 3.9-compatible.
+cache lives) are tested in the core's venv without Blender. Rules the Nuke node shares (frame lists,
+job settings) are the core's ``smite.hostkit``, loaded privately through `corelink`. Python 3.9-compatible.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from . import corelink
 
 PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # the core's rule (smite.config.PART_NAME)
 MATTE_PREFIX = "smite_"  # matte channels are smite_<part>.A (smite.io.matte.channel_name)
@@ -37,21 +40,11 @@ def parse_keyframes(text: str, default: int) -> List[int]:
 
     Blender does not expose the times of mask shape keys to Python, so the artist types them.
     """
-    tokens = [t for t in re.split(r"[,\s]+", text.strip()) if t]
-    if not tokens:
-        return [int(default)]
-    frames = set()
-    for token in tokens:
-        m = re.fullmatch(r"(-?\d+)(?:-(-?\d+)(?:x(\d+))?)?", token)
-        if m is None:
-            raise PlanError(f"keyframes: cannot read {token!r} (write frames like 1,12,30 or 10-40x10)")
-        first = int(m.group(1))
-        last = int(m.group(2)) if m.group(2) is not None else first
-        step = int(m.group(3)) if m.group(3) else 1
-        if last < first or step < 1:
-            raise PlanError(f"keyframes: range {token!r} is empty")
-        frames.update(range(first, last + 1, step))
-    return sorted(frames)
+    try:
+        frames = corelink.hostkit().parse_frames(text)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    return frames or [int(default)]
 
 
 def part_names(layer_names: Sequence[str]) -> List[str]:
@@ -120,18 +113,11 @@ class FrameMap:
 
 
 def format_frames(frames: Sequence[int]) -> str:
-    """A core frame range string (``"0-59"``, ``"1,5,9"``) for sorted unique ``frames``."""
-    frames = sorted(set(int(f) for f in frames))
-    if not frames:
+    """A core frame range string (``"0-59"``, ``"1,5,9"``) for ``frames``."""
+    text = corelink.hostkit().format_frames(frames)
+    if not text:
         raise PlanError("no frames to segment")
-    parts, i = [], 0
-    while i < len(frames):
-        j = i
-        while j + 1 < len(frames) and frames[j + 1] == frames[j] + 1:
-            j += 1
-        parts.append(str(frames[i]) if i == j else f"{frames[i]}-{frames[j]}")
-        i = j + 1
-    return ",".join(parts)
+    return text
 
 
 def core_colorspace(blender_name: str) -> str:
@@ -237,22 +223,8 @@ def matte_image_user(fmap: FrameMap, first: int, last: int) -> Tuple[int, int, i
 
 
 def job_settings(method: str, backend: str, part_model: str = "", sd_model: str = "") -> Dict[str, object]:
-    """The ``settings`` object of a server ``segment``/``learn`` call (``smite.config.Settings`` format).
-
-    The diffusion backend's own settings nest under ``"diffusion"``: ``part_model`` (the .smite
-    file) and ``model`` (the SD folder). Segment sends them only with the diffusion backend, so
-    the weight-free backend's mattes keep the same job metadata (and resume) whatever those
-    fields hold; Learn always trains on SD, so it sends ``model`` when one is set.
-    """
-    settings: Dict[str, object] = {"backend": backend}
-    diffusion: Dict[str, str] = {}
-    if method == "segment" and backend == "diffusion" and part_model:
-        diffusion["part_model"] = part_model
-    if (method == "learn" or backend == "diffusion") and sd_model:
-        diffusion["model"] = sd_model
-    if diffusion:
-        settings["diffusion"] = diffusion
-    return settings
+    """The ``settings`` object of a server ``segment``/``learn`` call (diffusion fields nested)."""
+    return corelink.hostkit().job_settings(method, backend, part_model, sd_model)
 
 
 def part_model_path(field: str, cache: str) -> str:
@@ -261,12 +233,5 @@ def part_model_path(field: str, cache: str) -> str:
 
 
 def segment_part_model(field: str, cache: str) -> str:
-    """Part model a Segment uses: the field's file, else Learn's default file once it exists, else ``""``.
-
-    ``""`` lets the diffusion backend learn from the shot's references itself, instead of failing
-    on a default file Learn never wrote.
-    """
-    if field:
-        return field
-    default = part_model_path("", cache)
-    return default if os.path.isfile(default) else ""
+    """Part model a Segment uses: the field's file, else Learn's default file once it exists, else ``""``."""
+    return corelink.hostkit().segment_part_model(field, part_model_path("", cache))

@@ -1,16 +1,19 @@
 """Where the core lives, seen from Nuke's own Python: its venv interpreter and its source folder.
 
 Nuke's interpreter cannot import the venv's packages (different Python, no torch), so we
-only put the core's *source* folder on ``sys.path`` for the stdlib-only `smite.client`, and
-start the venv's interpreter for the server. `install/nuke_install.py` writes a small JSON
-config naming both; ``$SMITE_PYTHON`` / ``$SMITE_CORE`` override it per shell or per farm job.
+only put the core's *source* folder on ``sys.path`` for the stdlib-only `smite.client` and
+`smite.hostkit` (rules shared with the Blender add-on; see `import_hostkit`), and start the
+venv's interpreter for the server. `install/nuke_install.py` writes a small JSON config naming
+both; ``$SMITE_PYTHON`` / ``$SMITE_CORE`` override it per shell or per farm job.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
+from types import ModuleType
 from typing import Dict, List, Mapping, Optional
 
 CONFIG_ENV = "SMITE_NUKE_CONFIG"  # the installed init.py block sets this to the config it wrote
@@ -89,3 +92,17 @@ def add_core_to_path(core_dir: str, sys_path: Optional[List[str]] = None) -> boo
         return False
     path.insert(0, core_dir)
     return True
+
+
+def import_hostkit() -> ModuleType:
+    """The core's stdlib-only ``smite.hostkit``, putting the resolved core on ``sys.path`` first if needed.
+
+    Nuke's init.py normally added the core already; a session that skipped it (``nuke -t`` with
+    another plugin path, a test) gets it added here, so the pure modules import anywhere.
+    """
+    try:
+        return importlib.import_module("smite.hostkit")
+    except ImportError as exc:
+        if not add_core_to_path(resolve_core()):
+            raise ImportError(f"SMITE core not found ({exc}): run install/nuke_install.py or set ${CORE_ENV}") from None
+        return importlib.import_module("smite.hostkit")

@@ -15,6 +15,13 @@ import re
 import tempfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from . import hostconfig
+
+hostconfig.import_hostkit()  # the core on sys.path when Nuke's init.py did not put it there
+
+from smite import hostkit  # noqa: E402  (rules shared with the Blender add-on)
+from smite.hostkit import job_settings  # noqa: E402,F401  (the server call's ``settings``)
+
 PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # the core's rule: it becomes an EXR layer name
 LAYER_PREFIX = "smite_"
 NUKE_CHANNEL = "alpha"  # Nuke reads EXR channel "smite_x.A" as "smite_x.alpha"
@@ -174,32 +181,6 @@ def write_json_atomic(path: str, data: Mapping[str, Any]) -> str:
     return path
 
 
-def job_settings(method: str, backend: str, part_model: str = "", sd_model: str = "") -> Dict[str, Any]:
-    """The ``settings`` object of a server ``segment``/``learn`` call (``smite.config.Settings`` format).
-
-    The diffusion backend's own settings nest under ``"diffusion"``: ``part_model`` (the .smite
-    file) and ``model`` (the SD folder). Segment sends them only with the diffusion backend, so
-    the weight-free backend's mattes keep the same job metadata (and resume) whatever those
-    fields hold; Learn always trains on SD, so it sends ``model`` when one is set.
-    """
-    settings: Dict[str, Any] = {"backend": backend}
-    diffusion: Dict[str, Any] = {}
-    if method == "segment" and backend == "diffusion" and part_model:
-        diffusion["part_model"] = part_model
-    if (method == "learn" or backend == "diffusion") and sd_model:
-        diffusion["model"] = sd_model
-    if diffusion:
-        settings["diffusion"] = diffusion
-    return settings
-
-
 def segment_part_model(knob_value: str, default_path: str) -> str:
-    """Part model a Segment uses: the knob's file, else Learn's default file once it exists, else ``""``.
-
-    ``""`` lets the diffusion backend learn from the shot's references itself, instead of failing
-    on a default file Learn never wrote.
-    """
-    value = knob_value.strip()
-    if value:
-        return value
-    return default_path if os.path.isfile(default_path) else ""
+    """Part model a Segment uses: the knob's file, else Learn's default once it exists, else ``""``."""
+    return hostkit.segment_part_model(knob_value.strip(), default_path)

@@ -30,13 +30,11 @@ BLENDER_PY = os.path.join(ROOT, ".venv-blender", "bin", "python")
 
 # --- pure planning ------------------------------------------------------------------------------
 
-def test_parse_keyframes():
-    assert shotplan.parse_keyframes("1,12,30", 5) == [1, 12, 30]
-    assert shotplan.parse_keyframes(" 30 1, 12,1 ", 5) == [1, 12, 30]
+def test_parse_keyframes_defaults_and_speaks_plan_errors():
+    """The grammar is smite.hostkit's (tests/test_hostkit.py); the add-on adds a default and PlanError."""
     assert shotplan.parse_keyframes("10-30x10, 3", 5) == [3, 10, 20, 30]
-    assert shotplan.parse_keyframes("-2--1", 5) == [-2, -1]
     assert shotplan.parse_keyframes("", 7) == [7]
-    for bad in ("1;2", "a", "5-1", "1-5x0"):
+    for bad in ("1;2", "5-1", "1-5x0"):
         with pytest.raises(shotplan.PlanError, match="keyframes"):
             shotplan.parse_keyframes(bad, 1)
 
@@ -107,14 +105,9 @@ def test_misc_helpers(tmp_path):
     assert shotplan.matte_pattern("/c", 5) == os.path.join("/c", "mattes", "mattes.%05d.exr")
 
 
-def test_job_settings_nest_the_diffusion_fields(tmp_path):
-    from smite.config import Settings
-
+def test_job_settings_and_part_model(tmp_path):
     seg = shotplan.job_settings("segment", "diffusion", "/c/parts.smite", "/sd")
     assert seg == {"backend": "diffusion", "diffusion": {"part_model": "/c/parts.smite", "model": "/sd"}}
-    assert Settings.from_dict(seg).diffusion.part_model == "/c/parts.smite"
-    assert shotplan.job_settings("segment", "propagate", "/c/parts.smite", "/sd") == {"backend": "propagate"}
-    assert shotplan.job_settings("learn", "diffusion", "/c/parts.smite") == {"backend": "diffusion"}
     cache = str(tmp_path)
     assert shotplan.part_model_path("", cache) == os.path.join(cache, "parts.smite")
     assert shotplan.part_model_path("/p/x.smite", cache) == "/p/x.smite"
@@ -123,41 +116,22 @@ def test_job_settings_nest_the_diffusion_fields(tmp_path):
     assert shotplan.segment_part_model("", cache) == os.path.join(cache, "parts.smite")
 
 
-def test_farm_files_written_by_the_core_cli(tmp_path):
-    """The pure Send-to-farm module runs the real `smite farm` in this venv against the chair sample."""
-    openjd = pytest.importorskip("openjd.model")
-    import yaml
+def test_farmjob_is_the_privately_loaded_hostkit(tmp_path):
+    """Farm rules live in smite.hostkit (tests/test_hostkit.py); farmjob names the privately loaded copy."""
     from blender_smite import farmjob
 
-    chair = os.path.join(ROOT, "tests", "data", "chair", "shot.json")
-    out = str(tmp_path / "mattes" / "mattes.%04d.exr")
-    cmds = farmjob.farm_commands(sys.executable, chair, out, str(tmp_path), 25, "propagate", "/unused.smite")
-    assert all("--parts" not in argv for _, argv in cmds)  # the weight-free backend takes no part model
-    written = farmjob.write_farm_files(cmds, core=os.path.join(ROOT, "core"))
-    paths = farmjob.farm_paths(str(tmp_path))
-    assert written["openjd"] == [paths["openjd"]]
-    assert sorted(os.path.basename(p) for p in written["deadline"]) == ["job_info.job", "plugin_info.job"]
-    with open(paths["openjd"], encoding="utf-8") as handle:
-        template = openjd.decode_job_template(template=yaml.safe_load(handle), supported_extensions=["TASK_CHUNKING"])
-    params = {p.name: p.default for p in template.parameterDefinitions}
-    assert params["ChunkSize"] == 25 and params["Frames"] == "0-59" and params["OutputPattern"] == out
-    assert [step.name for step in template.steps] == ["Segment"]
-    assert farmjob.summary(written).startswith(f"farm files in {tmp_path / 'farm'}: job.yaml, deadline/")
-
-
-
-def test_farm_errors_are_one_line(tmp_path):
-    from blender_smite import farmjob
-
-    class Proc:
-        returncode, stdout, stderr = 2, "", "warning: x\nsmite: error: output pattern /c/m.exr has no frame token\n"
-
-    cmds = farmjob.farm_commands("/v/python", "/c/shot.json", "/c/m.exr", str(tmp_path), 4)
-    with pytest.raises(farmjob.FarmError) as info:
-        farmjob.write_farm_files(cmds, runner=lambda argv, **kw: Proc())
-    assert str(info.value) == "smite farm openjd failed: smite: error: output pattern /c/m.exr has no frame token"
+    kit = corelink.load_hostkit_module(os.path.join(ROOT, "core"))
+    assert kit.__name__ == corelink.PRIVATE_PACKAGE + ".hostkit"
+    assert kit.__file__ == os.path.join(ROOT, "core", "smite", "hostkit.py")
+    assert corelink.hostkit() is kit
+    for name in farmjob.NAMES:
+        assert getattr(farmjob, name) is getattr(kit, name)
+    with pytest.raises(AttributeError):
+        farmjob.nothing_here  # noqa: B018
     with pytest.raises(farmjob.FarmError, match="at least 1"):
         farmjob.farm_commands("/v/python", "/c/shot.json", "/c/m.%04d.exr", "/c", 0)
+    with pytest.raises(ImportError, match="no SMITE core"):
+        corelink.load_hostkit_module("/nonexistent")
 
 
 # --- finding the core ---------------------------------------------------------------------------

@@ -95,7 +95,7 @@ except ImportError:
     pass
 else:
     raise SystemExit("the import blocker does not work")
-import smite.client, smite.protocol
+import smite.client, smite.protocol, smite.hostkit
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 assert not heavy, heavy
 print(" ".join(sorted(m for m in sys.modules if m.startswith("smite"))))
@@ -131,13 +131,13 @@ def client():
 # --- stdlib only, Python 3.9 ------------------------------------------------------------------
 
 @pytest.mark.parametrize("python", [sys.executable, PY39], ids=["venv", "py39"])
-def test_protocol_and_client_import_with_heavy_packages_blocked(python):
+def test_protocol_client_and_hostkit_import_with_heavy_packages_blocked(python):
     if not os.path.exists(python):
         pytest.skip(f"{python} not available")
     env = {**os.environ, "PYTHONPATH": CORE}
     proc = subprocess.run([python, "-c", BLOCK_AND_IMPORT], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["smite", "smite.client", "smite.errorcodes", "smite.protocol"]
+    assert proc.stdout.split() == ["smite", "smite.client", "smite.errorcodes", "smite.hostkit", "smite.protocol"]
 
 
 PY39_DRIVER = r"""

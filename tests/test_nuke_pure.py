@@ -22,22 +22,17 @@ PY39 = next(iter(sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin
 
 # --- keyframes ----------------------------------------------------------------------------
 
-def test_parse_keyframes_reads_lists_ranges_and_spaces():
-    assert keyframes.parse_keyframes("1010, 1001 1003-1005,1001") == [1001, 1003, 1004, 1005, 1010]
-    assert keyframes.parse_keyframes("  ") == []
+def test_keyframes_and_farm_are_the_cores_shared_rules():
+    """Parsing, knob text and farm files live in smite.hostkit (tests/test_hostkit.py); the node uses them."""
+    from smite import hostkit
 
+    from nuke_smite import farm
 
-@pytest.mark.parametrize("text, word", [("10-5", "ends before"), ("a", "'a'"), ("1-2-3", "'1-2-3'")])
-def test_parse_keyframes_names_the_bad_item(text, word):
-    with pytest.raises(ValueError, match=word):
-        keyframes.parse_keyframes(text)
-
-
-def test_format_keyframes_round_trips():
-    frames = [1, 2, 3, 7, 9, 10]
-    text = keyframes.format_keyframes(frames)
-    assert text == "1-3,7,9-10"
-    assert keyframes.parse_keyframes(text) == frames
+    assert keyframes.parse_keyframes is hostkit.parse_frames and keyframes.format_keyframes is hostkit.format_frames
+    assert manifest.job_settings is hostkit.job_settings
+    assert farm.FarmError is hostkit.FarmError and farm.write_farm_files is hostkit.write_farm_files
+    assert farm.farm_commands is hostkit.farm_commands and farm.summary is hostkit.summary
+    assert keyframes.parse_keyframes(keyframes.format_keyframes([1, 2, 3, 7])) == [1, 2, 3, 7]
 
 
 def test_merge_key_times_rounds_and_dedups():
@@ -246,95 +241,26 @@ def test_job_runner_turns_errors_into_one_failed_outcome():
 def test_package_compiles_and_pure_modules_import_on_python_39():
     if not shutil.which(PY39):
         pytest.skip("python3.9 not available")
-    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
-            "import compileall, nuke_smite.keyframes, nuke_smite.manifest, nuke_smite.hostconfig, nuke_smite.jobs\n"
-            "import nuke_smite.farm\n"
+    # only the repo on sys.path: the pure modules put the core there themselves (hostconfig.import_hostkit)
+    code = ("import os, sys; sys.path[:0] = [sys.argv[1]]\n"
+            "import compileall, nuke_smite.keyframes, nuke_smite.manifest, nuke_smite.hostconfig, nuke_smite.farm\n"
+            "import smite.hostkit, nuke_smite.jobs\n"
+            "assert os.path.dirname(os.path.dirname(smite.hostkit.__file__)) == sys.argv[2], smite.hostkit.__file__\n"
             "ok = compileall.compile_dir(sys.argv[1] + '/nuke_smite', quiet=1, legacy=False, force=True)\n"
             "ok = ok and compileall.compile_file(sys.argv[1] + '/install/nuke_install.py', quiet=1)\n"
             "print('ok' if ok else 'fail')")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", hostconfig.CORE_ENV)}
+    env.update({"PYTHONDONTWRITEBYTECODE": "1", hostconfig.CONFIG_ENV: os.path.join(REPO, "no-such-config.json")})
     proc = subprocess.run([PY39, "-c", code, REPO, os.path.join(REPO, "core")], capture_output=True, text=True,
                           env=env, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
-# --- settings sent to the server, farm commands --------------------------------------------
+# --- part model for Segment ---------------------------------------------------------------
 
-def test_job_settings_nest_the_diffusion_fields_and_load_as_core_settings():
-    from smite.config import Settings
-
-    seg = manifest.job_settings("segment", "diffusion", "/c/parts.smite", "/sd/v2-1")
-    assert seg == {"backend": "diffusion", "diffusion": {"part_model": "/c/parts.smite", "model": "/sd/v2-1"}}
-    cfg = Settings.from_dict(seg)
-    assert cfg.diffusion.part_model == "/c/parts.smite" and cfg.diffusion.model == "/sd/v2-1"
-    # the weight-free backend gets no diffusion fields (they would change its mattes' job metadata)
-    assert manifest.job_settings("segment", "propagate", "/c/parts.smite", "/sd") == {"backend": "propagate"}
-    assert manifest.job_settings("segment", "diffusion", "", "") == {"backend": "diffusion"}
-    # learn writes the part model (it is 'out', not a setting) and trains on the SD model
-    assert manifest.job_settings("learn", "propagate", "/c/parts.smite", "/sd") == {
-        "backend": "propagate", "diffusion": {"model": "/sd"}}
-
-
-def test_segment_part_model_prefers_the_knob_then_an_existing_default(tmp_path):
+def test_segment_part_model_strips_the_knob_then_prefers_an_existing_default(tmp_path):
     default = str(tmp_path / "parts.smite")
     assert manifest.segment_part_model(" /k/p.smite ", default) == "/k/p.smite"
-    assert manifest.segment_part_model("", default) == ""  # Learn has not written it: backend learns itself
+    assert manifest.segment_part_model("  ", default) == ""  # Learn has not written it: backend learns itself
     (tmp_path / "parts.smite").write_bytes(b"x")
-    assert manifest.segment_part_model("", default) == default
-
-
-def test_farm_commands_spell_the_core_cli():
-    from nuke_smite import farm
-
-    cmds = farm.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", "/c", 8, "diffusion", "/c/p.smite", "/sd")
-    assert [fmt for fmt, _ in cmds] == ["openjd", "deadline"]
-    common = ["--shot", "/c/shot.json", "--out", "/c/m.####.exr", "--chunk", "8", "--backend", "diffusion",
-              "--parts", "/c/p.smite", "--model", "/sd"]
-    assert cmds[0][1] == ["/v/python", "-m", "smite", "farm", "openjd"] + common + ["--output", "/c/farm/job.yaml"]
-    assert cmds[1][1] == ["/v/python", "-m", "smite", "farm", "deadline"] + common + ["--output", "/c/farm/deadline"]
-    plain = farm.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", "/c", 16, "propagate", "/c/p.smite")
-    assert "--parts" not in plain[0][1] and plain[0][1][plain[0][1].index("--backend") + 1] == "propagate"
-    with pytest.raises(farm.FarmError, match="at least 1"):
-        farm.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", "/c", 0)
-
-
-class _Proc:
-    def __init__(self, returncode, stderr):
-        self.returncode, self.stderr, self.stdout = returncode, stderr, ""
-
-
-def test_write_farm_files_reports_written_paths_and_one_line_errors(tmp_path):
-    from nuke_smite import farm
-
-    cmds = farm.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", str(tmp_path), 4)
-    calls = []
-
-    def ok(argv, **kw):
-        calls.append((argv, kw["env"]["PYTHONPATH"]))
-        out = argv[argv.index("--output") + 1]
-        if argv[4] == "deadline":
-            return _Proc(0, f"wrote {out}/job_info.job\nwrote {out}/plugin_info.job\n")
-        return _Proc(0, f"wrote {out}\n")
-
-    written = farm.write_farm_files(cmds, core="/core", runner=ok, environ={"PYTHONPATH": "/x"})
-    paths = farm.farm_paths(str(tmp_path))
-    assert written == {"openjd": [paths["openjd"]], "deadline": [os.path.join(paths["deadline"], "job_info.job"),
-                                                                  os.path.join(paths["deadline"], "plugin_info.job")]}
-    assert [c[1] for c in calls] == [os.pathsep.join(["/core", "/x"])] * 2
-    assert os.path.isdir(paths["deadline"])  # folders exist before the command writes into them
-    assert farm.summary(written) == (f"farm files in {tmp_path / 'farm'}: job.yaml, deadline/job_info.job, "
-                                     "deadline/plugin_info.job")
-
-    def fails(argv, **kw):
-        return _Proc(2, "some warning\nsmite: error: frame 99 is outside the shot's frames 0-5\n\n")
-
-    with pytest.raises(farm.FarmError) as info:
-        farm.write_farm_files(cmds, runner=fails)
-    assert str(info.value) == "smite farm openjd failed: smite: error: frame 99 is outside the shot's frames 0-5"
-
-    def missing(argv, **kw):
-        raise FileNotFoundError(2, "No such file or directory")
-
-    with pytest.raises(farm.FarmError, match="cannot run /v/python: No such file"):
-        farm.write_farm_files(cmds, runner=missing)
+    assert manifest.segment_part_model(" ", default) == default
