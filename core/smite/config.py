@@ -33,7 +33,7 @@ class Settings:
     vote_window: int = 15  # SMITE: voting window W=15 frames centred on t
     vote_stride: int = 2  # vote on every n-th working pixel, applied as an upsampled correction (speed)
     lowpass_tau: float = 0.4  # SMITE: keep spatial DCT frequencies u,v < tau*size (tau=0.4 at step 1)
-    lowpass_strength: float = 0.25  # how far the low frequencies are pulled toward the propagated maps
+    lowpass_strength: float = 0.5  # how far the voted maps' low frequencies move to the motion-compensated mean
     work_max_side: int = 480  # working resolution (long side) for flow and propagation: speed vs detail
     flow_preset: str = "medium"  # OpenCV DIS preset: ultrafast | fast | medium
     carry_decay: float = 0.97  # per-frame confidence decay of a carried reference (trust near keyframes)

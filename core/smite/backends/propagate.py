@@ -9,9 +9,10 @@ the diffusion backend is measured against. Steps, at a working resolution (long 
    warping), re-snapped to the plate's edges after every step so soft boundaries don't blur away,
    with a confidence that decays with distance and where the flow fails its forward-backward test;
 3. the carries from the nearest references on both sides are fused by confidence;
-4. temporal module (`settings.temporal`): SMITE's voting over a 15-frame window along dense tracks,
-   then the DCT low-pass consistency step that keeps the voted maps' coarse shape tied to the
-   per-frame evidence (`method.lowpass`).
+4. temporal module (`settings.temporal`): SMITE's voting over a 15-frame window along dense tracks
+   (majority label, detail kept), then the DCT low-pass consistency step (`method.lowpass`): the
+   voted maps' low spatial frequencies are pulled toward the motion-compensated mean of all
+   samples along the tracks, which is smooth in time, so coarse shape stops flickering.
 """
 
 from __future__ import annotations
@@ -203,13 +204,17 @@ class PropagateBackend(BackendBase):
                                    borderMode=cv2.BORDER_REPLICATE).reshape(gh * gw, k).T
         with _torch_threads(1):
             voted = vote(torch.from_numpy(samples), torch.from_numpy(vis)).numpy().T.reshape(gh, gw, k)
+        # The motion-compensated mean of every visible sample: smooth in time, the low-pass target.
+        weight = vis.astype(np.float32)[:, None, :]
+        mean = ((samples * weight).sum(0) / np.maximum(weight.sum(0), 1.0)).T.reshape(gh, gw, k)
         current = fused[t]
-        if step > 1:
-            correction = voted - current[::step, ::step]
-            voted = current + cv2.resize(correction, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, k)
+        if step > 1:  # apply the coarse results as corrections to the frame's own full-resolution maps
+            coarse = current[::step, ::step]
+            voted, mean = (current + cv2.resize(x - coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, k)
+                           for x in (voted, mean))
         if s.lowpass_strength > 0:
             with _torch_threads(1):
                 v = torch.from_numpy(np.ascontiguousarray(voted.transpose(2, 0, 1)))[:, None]
-                c = torch.from_numpy(np.ascontiguousarray(current.transpose(2, 0, 1)))[:, None]
-                voted = lowpass_consistency(v, c, s.lowpass_tau, s.lowpass_strength)[:, 0].numpy().transpose(1, 2, 0)
+                m = torch.from_numpy(np.ascontiguousarray(mean.transpose(2, 0, 1)))[:, None]
+                voted = lowpass_consistency(v, m, s.lowpass_tau, s.lowpass_strength)[:, 0].numpy().transpose(1, 2, 0)
         return _normalise(voted)
