@@ -14,7 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import corelink
 
-PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # the core's rule (smite.config.PART_NAME)
+PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # mirrors smite.hostkit.PART_NAME (the add-on may run before the core is found)
 MATTE_PREFIX = "smite_"  # matte channels are smite_<part>.A (smite.io.matte.channel_name)
 REF_DIGITS = 5
 

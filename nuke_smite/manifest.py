@@ -22,7 +22,7 @@ hostconfig.import_hostkit()  # the core on sys.path when Nuke's init.py did not 
 from smite import hostkit  # noqa: E402  (rules shared with the Blender add-on)
 from smite.hostkit import job_settings  # noqa: E402,F401  (the server call's ``settings``)
 
-PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # the core's rule: it becomes an EXR layer name
+PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # mirrors smite.hostkit.PART_NAME (the host may run before the core is found)
 LAYER_PREFIX = "smite_"
 NUKE_CHANNEL = "alpha"  # Nuke reads EXR channel "smite_x.A" as "smite_x.alpha"
 DEFAULT_COLORSPACE = "sRGB - Texture"

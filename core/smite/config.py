@@ -10,17 +10,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import BadInputError, ManifestError
+from .hostkit import PART_NAME
 from .io.sequence import format_frame_range, parse_frame_range
 from .model.settings import DiffusionSettings
 from .settings_json import fields_from_dict
 
 SETTINGS_VERSION = 1
-PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 BACKENDS = ("propagate", "diffusion")
 
 

@@ -14,6 +14,9 @@ import re
 import subprocess
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+# A part name becomes an EXR layer (`smite_<part>.A`), a Nuke layer and a Blender socket name.
+PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
 # --- frame lists --------------------------------------------------------------------------------
 
 _FRAME_ITEM = re.compile(r"(-?\d+)(?:-(-?\d+)(?:x(\d+))?)?")  # 12, 10-40, 10-40x10 (every 10th)

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 
 import numpy as np
 
 from ..errors import BadInputError, FrameError, SmiteError
+from ..hostkit import PART_NAME
 from .image import _open, _read_pixels, write_image
 
 PARTS_KEY = "smite/parts"
-_PART_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 def channel_name(part: str) -> str:
@@ -29,8 +28,8 @@ def channel_name(part: str) -> str:
 
 def _check_parts(parts: list[str]) -> None:
     for part in parts:
-        if not isinstance(part, str) or not _PART_NAME.fullmatch(part):
-            raise BadInputError(f"part name {part!r} is not a valid channel name (use letters, digits and _)", part=part)
+        if not isinstance(part, str) or not PART_NAME.match(part):
+            raise BadInputError(f"part name {part!r} is not a valid channel name (start with a letter; letters, digits and _)", part=part)
     seen = set()
     for part in parts:
         if part in seen:
