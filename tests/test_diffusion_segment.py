@@ -29,12 +29,7 @@ FAST = DiffusionSettings(resolution=64, window=4, overlap=2, guide_iters=2, guid
                          kv_phase=False, **NO_AUG)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks on a busy 2-core machine run ~10x faster single-threaded
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

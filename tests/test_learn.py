@@ -22,13 +22,7 @@ CHAIR = os.path.join(os.path.dirname(__file__), "data", "chair")
 NO_AUG = dict(aug_crop=0.0, aug_rotate=0.0, aug_flip=0.0, aug_blur=0.0, aug_dropout=0.0, aug_zoom_out=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny networks on a busy 2-core machine run ~10x faster single-threaded
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def chair_example(frame: int) -> Example:

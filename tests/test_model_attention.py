@@ -15,13 +15,7 @@ from smite.model.attention import (  # noqa: E402
 from smite.model.backbone import tiny_unet  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny networks on a busy 2-core machine run ~10x faster single-threaded
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

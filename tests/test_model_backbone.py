@@ -14,12 +14,7 @@ from smite.errors import MissingModelError  # noqa: E402
 from smite.model.backbone import backbone_hash, load_backbone, make_tiny  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks on a busy 2-core machine run ~10x faster single-threaded
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
