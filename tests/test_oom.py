@@ -66,3 +66,17 @@ def test_recognises_old_style_runtime_errors():
 def test_halve():
     assert [halve(16), halve(3), halve(2), halve(1)] == [8, 1, 1, None]
     assert halve(9, minimum=5) == 5 and halve(5, minimum=5) is None
+
+
+def test_diffusion_backend_shrinks_chunk_then_window_then_gives_up():
+    from smite.backends.diffusion import DiffusionBackend
+    from smite.config import Settings
+
+    settings = Settings(backend="diffusion")
+    backend = DiffusionBackend(settings)
+    seen = []
+    current = settings
+    while current is not None:
+        seen.append((current.diffusion.guide_chunk, current.diffusion.window, current.diffusion.overlap))
+        current = backend.shrink_settings(current)
+    assert seen == [(4, 16, 8), (2, 16, 8), (1, 16, 8), (1, 8, 4), (1, 4, 2), (1, 2, 1)]

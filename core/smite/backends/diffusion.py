@@ -31,6 +31,7 @@ from ..model.backbone import Backbone, load_backbone
 from ..model.parts import PartModel, load_part_model
 from ..model.settings import DiffusionSettings
 from ..track.base import Tracker
+from ..oom import halve
 from .base import BackendBase, VideoState
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,21 @@ class DiffusionBackend(BackendBase):
         self._backbone = backbone
         self._part_model = part_model
         self._tracker = tracker
+
+    def shrink_settings(self, settings: Settings) -> Settings | None:
+        """Settings that need less GPU memory after an out-of-memory error, or None when none is left.
+
+        First fewer frames per latent-optimisation chunk (guide_chunk), then smaller windows (the
+        inflated attention grows with the square of the window's frames).
+        """
+        d = settings.diffusion
+        chunk = halve(d.guide_chunk)
+        if chunk is not None:
+            return settings.replace(diffusion=d.replace(guide_chunk=chunk))
+        window = halve(d.window, minimum=2)
+        if window is not None:
+            return settings.replace(diffusion=d.replace(window=window, overlap=min(d.overlap, window // 2)))
+        return None
 
     # -- components, loaded on first use ---------------------------------------------------------
     @property
