@@ -30,9 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser)
 
 
+# Without a real Stable Diffusion, the diffusion demo runs the whole SMITE pipeline on a tiny random
+# model at 64 px: it shows the plumbing (learn, inflated attention, guided denoising, EXRs), not quality.
+TINY_DEMO = {"resolution": 64, "learn_steps": 30, "kv_phase": False, "window": 8, "overlap": 4, "guide_iters": 3}
+
+
+def _tiny_diffusion(settings, out: str):
+    if settings.backend != "diffusion" or settings.diffusion.model or os.environ.get("SMITE_MODEL"):
+        return settings
+    from ..model.backbone import make_tiny
+
+    folder = make_tiny(os.path.join(out, "tiny-sd"), seed=settings.seed)
+    print(f"no Stable Diffusion model given (--model or $SMITE_MODEL): using a tiny random one at {folder}; "
+          "its mattes show the pipeline, not SMITE's quality", file=sys.stderr)
+    return settings.replace(diffusion=settings.diffusion.replace(model=str(folder), **TINY_DEMO))
+
+
 def run(args: argparse.Namespace) -> int:
     shot = load_shot(sample_shot_path())
-    settings = settings_from_args(args)
+    settings = _tiny_diffusion(settings_from_args(args), args.out)
     out_pattern = os.path.join(args.out, "mattes.####.exr")
     progress = Progress(args.quiet)
     try:
