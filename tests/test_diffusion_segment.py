@@ -221,3 +221,28 @@ def test_end_to_end_engine_writes_part_mattes(shot_and_model, tmp_path, monkeypa
     assert parts == ["left", "right"] and probs.shape == (2, 240, 360)
     assert meta["smite/backend"] == "diffusion" and meta["smite/model"] == backend.model_hash
     assert np.isfinite(probs).all() and probs.min() >= 0 and probs.sum(0).max() <= 1.0 + 1e-3
+
+
+def test_three_chunks_equal_one_run(shot_and_model, tmp_path, monkeypatch):
+    """A farm chunk (default context) carries what a whole-shot run carries: same mattes (issue: <= 1e-3)."""
+    import smite.engine as engine
+    from smite.io.matte import read_matte
+
+    shot, backbone, path = shot_and_model
+    diffusion = FAST.replace(part_model=path)
+    monkeypatch.setattr(engine, "make_backend", lambda s: DiffusionBackend(s, diffusion, backbone=backbone))
+    settings = Settings(backend="diffusion")
+    one, chunks = str(tmp_path / "one" / "m.####.exr"), str(tmp_path / "chunks" / "m.####.exr")
+    engine.segment_shot(shot, one, settings)
+    for first, last in ((0, 3), (4, 7), (8, 11)):
+        engine.segment_shot(shot, chunks, settings, frames=list(range(first, last + 1)))
+    diff = max(float(np.abs(read_matte(one.replace("####", f"{f:04d}"))[1]
+                            - read_matte(chunks.replace("####", f"{f:04d}"))[1]).max()) for f in range(12))
+    assert diff <= 1e-3
+
+
+def test_chunks_start_on_the_window_grid_with_warm_up():
+    backend = DiffusionBackend(Settings(backend="diffusion"), FAST.replace(window=8, overlap=4))
+    # windows start at multiples of 4; the earliest holding frame 21 starts at 16; two more windows back: 8
+    assert backend.first_needed(21) == 8
+    assert backend.first_needed(16) == 4

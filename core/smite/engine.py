@@ -74,15 +74,21 @@ def job_metadata(shot: ShotSpec, settings: Settings, backend: str, model_hash: s
     return meta
 
 
-def frames_to_load(shot: ShotSpec, frames: Sequence[int], context: int) -> list[int]:
+def frames_to_load(shot: ShotSpec, frames: Sequence[int], context: int,
+                   first_needed: Callable[[int], int] | None = None) -> list[int]:
     """Shot frames a chunk needs: itself, `context` frames each side, and its nearest references.
 
     Including the nearest reference on each side makes a chunk carry exactly what a whole-shot run
-    carries, so chunks and single runs agree.
+    carries, so chunks and single runs agree. A backend whose windows reach further back says so
+    through `first_needed(first frame) -> earliest frame it needs`.
     """
     order = list(shot.frames)
     pos = {f: i for i, f in enumerate(order)}
     lo = max(0, min(pos[f] for f in frames) - context)
+    if first_needed is not None:
+        earliest = first_needed(order[lo])
+        while lo > 0 and order[lo - 1] >= earliest:
+            lo -= 1
     hi = min(len(order) - 1, max(pos[f] for f in frames) + context)
     ref_pos = sorted(pos[r] for r in shot.reference_frames)
     before = [p for p in ref_pos if p <= lo]
@@ -195,7 +201,8 @@ def segment_shot(
             run_meta = {**job_metadata(shot, run, run_backend.name, getattr(run_backend, "model_hash", "")),
                         "smite/settings_all": run.to_json()}
         left = [f for f in todo if f not in set(result.written)]
-        source = FrameSource(shot.plate, frames_to_load(shot, left, run.context), shot.colorspace)
+        source = FrameSource(shot.plate, frames_to_load(shot, left, run.context, getattr(run_backend, "first_needed", None)),
+                             shot.colorspace)
         refs = load_references(shot, source.size)
         state = run_backend.init_state(source, shot.parts)
         for frame, probs in refs.items():

@@ -48,6 +48,9 @@ def make_tracker(settings: DiffusionSettings, resolution: int, device: torch.dev
     return FlowTracker(max_side=min(resolution, 480))
 
 
+CARRY_WARMUP = 2  # windows loaded before a chunk's first window so its carried maps have settled
+
+
 class DiffusionBackend(BackendBase):
     """SMITE on Stable Diffusion; see module doc."""
 
@@ -61,6 +64,15 @@ class DiffusionBackend(BackendBase):
         self._backbone = backbone
         self._part_model = part_model
         self._tracker = tracker
+
+    def first_needed(self, first: int) -> int:
+        """Earliest frame a chunk starting at `first` must load: windows sit on an absolute grid and
+        carry maps forward, so the chunk starts on that grid, `CARRY_WARMUP` windows early, which
+        makes a chunk's windows (and what they carry) match a whole-shot run."""
+        d = self.diffusion
+        step = d.window - d.overlap
+        start = ((first - d.window) // step + 1) * step  # earliest window holding `first`
+        return start - CARRY_WARMUP * step
 
     def shrink_settings(self, settings: Settings) -> Settings | None:
         """Settings that need less GPU memory after an out-of-memory error, or None when none is left.
@@ -115,10 +127,9 @@ class DiffusionBackend(BackendBase):
             carried: dict[int, torch.Tensor] = {}
             pending = list(wanted)
             for i, window in enumerate(windows):
+                # Every loaded window runs, wanted or not: what it carries forward is part of the
+                # result of later windows, and a farm chunk must carry what a whole-shot run carries.
                 later = windows[i + 1] if i + 1 < len(windows) else []
-                if not any(f in pending for f in window + later):
-                    carried = {}
-                    continue  # neither this window nor the one it carries into holds a wanted frame
                 images = [state.source.get(f) for f in window]
                 seed = window_seed(state.source.plate, window[0], self.settings.seed)
                 result = segmenter(images, seed, {window.index(f): m for f, m in carried.items() if f in window})
