@@ -352,7 +352,8 @@ def test_killed_server_is_reported_and_a_restarted_segment_resumes(tmp_path):
     client = real_client()
     try:
         two_done = threading.Event()
-        job = client.submit("segment", params, on_progress=lambda p: p["done"] >= 2 and two_done.set())
+        job = client.submit("segment", params,
+                            on_progress=lambda p: p["stage"] == "segment" and p["done"] >= 2 and two_done.set())
         assert two_done.wait(240)
         os.kill(client.pid, signal.SIGKILL)
         with pytest.raises(ServerDiedError) as exc:

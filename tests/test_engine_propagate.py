@@ -58,12 +58,16 @@ def test_interrupted_run_resumes_without_partial_files(make_shot, tmp_path):
     out = str(tmp_path / "out" / "m.####.exr")
     cancel = threading.Event()
 
+    stages = set()
+
     def stop_after_four(stage, done, total, message):
-        if done >= 4:
+        stages.add(stage)
+        if stage == "segment" and done >= 4:
             cancel.set()
 
     with pytest.raises(CancelledError):
         segment_shot(shot, out, Settings(), progress=stop_after_four, cancel=cancel)
+    assert {"flow", "carry", "segment"} <= stages  # the work before the first frame reports progress too
     done = sorted(int(p.split(".")[-2]) for p in glob.glob(str(tmp_path / "out" / "m.*.exr")))
     assert 4 <= len(done) <= 7 and done == list(range(len(done)))  # frames in flight at cancel may land
     stale = tmp_path / "out" / f".m.0009.{os.getpid() + 1}.tmp.exr"  # what a killed writer leaves behind

@@ -200,6 +200,7 @@ def segment_shot(
             run_backend = make_backend(run)
             run_meta = {**job_metadata(shot, run, run_backend.name, getattr(run_backend, "model_hash", "")),
                         "smite/settings_all": run.to_json()}
+        run_backend.progress = report
         left = [f for f in todo if f not in set(result.written)]
         source = FrameSource(shot.plate, frames_to_load(shot, left, run.context, getattr(run_backend, "first_needed", None)),
                              shot.colorspace)

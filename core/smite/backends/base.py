@@ -7,7 +7,7 @@ one frame at a time so the engine can write, report progress and honour cancel b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -52,9 +52,18 @@ class Backend(Protocol):
 
 
 class BackendBase:
-    """The predictor bookkeeping every backend shares; subclasses implement `propagate`."""
+    """The predictor bookkeeping every backend shares; subclasses implement `propagate`.
+
+    `progress`, when the engine sets it, receives (stage, done, total, message) for the work a
+    backend does before its first frame (flow, carries), so a long shot never sits at 0%.
+    """
 
     name = "base"
+    progress: Callable[[str, int, int, str], None] | None = None
+
+    def report(self, stage: str, done: int, total: int, message: str = "") -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total, message)
 
     def init_state(self, source: FrameSource, parts: Sequence[str]) -> VideoState:
         return VideoState(source=source, parts=tuple(parts))

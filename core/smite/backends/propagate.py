@@ -92,7 +92,9 @@ class PropagateBackend(BackendBase):
                 [cv2.resize(state.source.get(f), (w, h), interpolation=cv2.INTER_AREA) for f in state.frame_numbers]
             )
             state.cache["work"] = work
-            state.cache["flows"] = compute_flows(work, max_side=self.settings.work_max_side, preset=self.settings.flow_preset)
+            state.cache["flows"] = compute_flows(
+                work, max_side=self.settings.work_max_side, preset=self.settings.flow_preset,
+                progress=lambda done, total: self.report("flow", done, total, "optical flow"))
         return state.cache["work"], state.cache["flows"]  # type: ignore[return-value]
 
     def _snap(self, probs: np.ndarray, guide: np.ndarray) -> np.ndarray:
@@ -116,7 +118,8 @@ class PropagateBackend(BackendBase):
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(work)
         coords = ref = ref_frame = None
         models = {r: ColourModel.fit([work[r]], [p], levels=s.appearance_levels) for r, p in refs.items()}
-        for t in order:
+        for done, t in enumerate(order, start=1):
+            self.report("carry", done, len(order), "carrying keyframes " + ("forward" if step == 1 else "backward"))
             if t in refs:
                 coords, ref, ref_frame = identity.copy(), refs[t], t
             elif coords is not None:

@@ -9,9 +9,12 @@ from tqdm import tqdm
 class Progress:
     """A callable `(stage, done, total, message)` sink.
 
-    Interactive: a tqdm bar on stderr. `quiet`: one machine-readable `PROGRESS <done>/<total>` line
-    per step on stdout (render-farm log parsers key on it), nothing else.
+    Interactive: a tqdm bar on stderr per stage. `quiet`: one machine-readable `PROGRESS <done>/<total>`
+    line per frame written or learning step on stdout (render-farm log parsers key on it), nothing
+    else: preparation stages (flow, carries) stay silent so the count means frames.
     """
+
+    QUIET_STAGES = ("segment", "learn")
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
@@ -20,7 +23,8 @@ class Progress:
 
     def __call__(self, stage: str, done: int, total: int, message: str = "") -> None:
         if self.quiet:
-            print(f"PROGRESS {done}/{total}", flush=True)
+            if stage in self.QUIET_STAGES:
+                print(f"PROGRESS {done}/{total}", flush=True)
             return
         if self._bar is None or stage != self._stage:
             self.close()

@@ -17,7 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -196,9 +196,12 @@ def motion_boundary(flow: np.ndarray) -> np.ndarray:
 
 
 def compute_flows(
-    video: np.ndarray, *, max_side: int = 480, preset: str = "medium", boundary_test: bool = True
+    video: np.ndarray, *, max_side: int = 480, preset: str = "medium", boundary_test: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DenseFlows:
     """DIS flow both ways between consecutive frames of video (T, H, W, 3) float32 [0, 1].
+
+    progress: called as (pairs done, pairs) while the flows are computed.
 
     boundary_test: also mark motion boundaries as not ok (stops tracks sliding across object edges).
     """
@@ -224,7 +227,11 @@ def compute_flows(
             return local.dis.calc(grey[pair[0]], grey[pair[1]], None)
 
         with ThreadPoolExecutor(max_workers=CV_THREADS) as pool:
-            flows = list(pool.map(flow, [p for i in range(n) for p in ((i, i + 1), (i + 1, i))]))
+            flows = []
+            for k, result in enumerate(pool.map(flow, [p for i in range(n) for p in ((i, i + 1), (i + 1, i))])):
+                flows.append(result)
+                if progress is not None and k % 2:
+                    progress(k // 2 + 1, n)
         for i in range(n):
             forward[i], backward[i] = flows[2 * i], flows[2 * i + 1]
             fwd_ok[i] = consistency(forward[i], backward[i])
