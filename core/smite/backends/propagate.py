@@ -5,9 +5,11 @@ the diffusion backend is measured against. Steps, at a working resolution (long 
 `work_max_side`):
 
 1. dense flow both ways between consecutive frames (`track.flow`);
-2. each reference's class maps are carried forward and backward frame by frame (backward
-   warping), re-snapped to the plate's edges after every step so soft boundaries don't blur away,
-   with a confidence that decays with distance and where the flow fails its forward-backward test;
+2. from each reference, a map of coordinates into that reference is carried forward and backward
+   frame by frame (backward warping), with a confidence that decays with distance and where the
+   flow fails its forward-backward test; each frame reads the reference's sharp maps through it
+   (no cumulative blur), lets the reference's colour model decide where the carry is unsure
+   (`method.appearance`), and is snapped to its own plate edges (guided filter);
 3. the carries from the nearest references on both sides are fused by confidence;
 4. temporal module (`settings.temporal`): SMITE's voting over a 15-frame window along dense tracks
    (majority label, detail kept), then the DCT low-pass consistency step (`method.lowpass`): the
