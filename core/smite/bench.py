@@ -74,9 +74,10 @@ def score_clip(folder: str, k: int, settings: Settings, progress: Callable | Non
     plate = os.path.join(folder, PLATE)
     masks = os.path.join(folder, MASKS)
     frames = discover_frames(plate)
-    annotated = [f for f in discover_frames(masks) if f in set(frames)]
+    frame_set = set(frames)
+    annotated = [f for f in discover_frames(masks) if f in frame_set]
     refs = keyframes(annotated, k)
-    scored = [f for f in annotated if f not in set(refs)]
+    scored = [f for f in annotated if f not in refs]
     if not scored:
         return None
     with open(os.path.join(folder, "labels.json"), encoding="utf-8") as handle:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import logging
 import os
 import threading
 from collections import deque
@@ -31,8 +30,6 @@ from .io.sequence import check_output_pattern, format_frame_range, frame_path
 from .oom import run_with_oom_retry
 from .references import load_references
 from .refine import refine_to_plate
-
-log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, message)
 PREVIEW_TILES = 8
@@ -175,12 +172,12 @@ def segment_shot(
     report = progress or (lambda *args: None)
     _check_output(out_pattern)
     frames = list(shot.frames if frames is None else frames)
-    outside = [f for f in frames if f not in set(shot.frames)]
+    shot_frames = set(shot.frames)
+    outside = [f for f in frames if f not in shot_frames]
     if outside:
         raise BadInputError(f"frame {outside[0]} is outside the shot's frames {format_frame_range(list(shot.frames))}")
     backend = make_backend(settings)
     meta = job_metadata(shot, settings, backend.name, getattr(backend, "model_hash", ""))
-    meta_plus = {**meta, "smite/settings_all": settings.to_json()}
     result = SegmentResult(out_pattern=out_pattern)
     todo = []
     for f in frames:
@@ -195,20 +192,23 @@ def segment_shot(
 
     def render(run: Settings) -> None:
         """Segment the frames of `todo` not yet written; re-entered with smaller settings after an OOM."""
-        run_backend, run_meta = backend, meta_plus
+        run_backend, run_meta = backend, meta
         if run is not settings:
             run_backend = make_backend(run)
-            run_meta = {**job_metadata(shot, run, run_backend.name, getattr(run_backend, "model_hash", "")),
-                        "smite/settings_all": run.to_json()}
+            run_meta = job_metadata(shot, run, run_backend.name, getattr(run_backend, "model_hash", ""))
+        # Written into each matte: the job's identity plus every setting (even those that don't enter it).
+        run_meta = {**run_meta, "smite/settings_all": run.to_json()}
         run_backend.progress = report
-        left = [f for f in todo if f not in set(result.written)]
-        source = FrameSource(shot.plate, frames_to_load(shot, left, run.context, getattr(run_backend, "first_needed", None)),
-                             shot.colorspace)
+        written = set(result.written)
+        left = [f for f in todo if f not in written]
+        loaded = frames_to_load(shot, left, run.context, getattr(run_backend, "first_needed", None))
+        source = FrameSource(shot.plate, loaded, shot.colorspace)
         refs = load_references(shot, source.size)
         state = run_backend.init_state(source, shot.parts)
         for frame, probs in refs.items():
             if frame in source.frame_numbers:
                 run_backend.add_reference(state, frame, probs)
+
         def finish(frame: int, probs: np.ndarray, plate: np.ndarray) -> int:
             full = refine_to_plate(probs, plate, radius=run.refine_radius, eps=run.refine_eps)
             write_matte(frame_path(out_pattern, frame), full[1:], list(shot.parts), run_meta)

@@ -105,7 +105,8 @@ class PropagateBackend(BackendBase):
         snapped = refine_to_plate(probs.transpose(2, 0, 1), guide, radius=s.snap_radius, eps=s.snap_eps, subsample=1)
         return snapped.transpose(1, 2, 0)
 
-    def _carry(self, work: np.ndarray, flows: DenseFlows, refs: dict[int, np.ndarray], order: list[int], step: int):
+    def _carry(self, work: np.ndarray, flows: DenseFlows, refs: dict[int, np.ndarray],
+               models: dict[int, ColourModel], order: list[int], step: int):
         """Carry reference maps through frames in `order`; per frame (maps (h,w,K), confidence (h,w)) or None.
 
         What travels from frame to frame is a map of *coordinates into the reference frame* (plus a
@@ -119,7 +120,6 @@ class PropagateBackend(BackendBase):
         identity = np.stack([xs, ys, np.ones_like(xs)], axis=-1)  # (h, w, [x_ref, y_ref, confidence])
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(work)
         coords = ref = ref_frame = None
-        models = {r: ColourModel.fit([work[r]], [p], levels=s.appearance_levels) for r, p in refs.items()}
         for done, t in enumerate(order, start=1):
             self.report("carry", done, len(order), "carrying keyframes " + ("forward" if step == 1 else "backward"))
             if t in refs:
@@ -169,8 +169,9 @@ class PropagateBackend(BackendBase):
         if not refs:
             raise ValueError("propagate needs at least one reference among the loaded frames")
         n = len(work)
-        fwd = self._carry(work, flows, refs, list(range(n)), 1)
-        bwd = self._carry(work, flows, refs, list(range(n - 1, -1, -1)), -1)
+        models = {r: ColourModel.fit([work[r]], [p], levels=self.settings.appearance_levels) for r, p in refs.items()}
+        fwd = self._carry(work, flows, refs, models, list(range(n)), 1)
+        bwd = self._carry(work, flows, refs, models, list(range(n - 1, -1, -1)), -1)
         k = next(iter(refs.values())).shape[-1]
         fused = np.zeros((n, h, w, k), np.float32)
         for t in range(n):
