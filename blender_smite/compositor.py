@@ -1,9 +1,9 @@
-"""The thin bpy layer: compositor trees (4.x and 5.0), reference rendering, the "SMITE Matte" group.
+"""The thin bpy layer: compositor trees (4.2, 4.5 and 5.0), reference rendering, the "SMITE Matte" group.
 
-Blender 5.0 gives each scene a compositing *node group* (``scene.compositing_node_group``, output
-through a Group Output node); 4.x has ``scene.node_tree`` with a Composite node. Both are
-feature-detected here so the rest of the add-on never asks which Blender it runs in. Mask node
-options moved from properties (4.x) to input sockets (5.0); `_set_mask_options` handles both.
+What differs between the Blender releases we test (found by running the real-Blender test on bpy
+4.2.23, 4.5.15 and 5.0.1) is detected once, in the constants below, from Blender's RNA (bpy.types'
+Python attributes do not list RNA properties, so `hasattr(bpy.types.Scene, ...)` is always False):
+the rest of the add-on never asks which Blender it runs in.
 """
 
 from __future__ import annotations
@@ -16,6 +16,13 @@ import bpy
 
 from . import shotplan
 
+# 5.0: each scene's compositor is a node *group* of its own (scene.compositing_node_group, a datablock in
+# bpy.data.node_groups) written through a Group Output node; 4.2/4.5: the tree is embedded in the scene
+# (scene.node_tree, freed with the scene) and written through a Composite node.
+SCENE_TREE_IS_GROUP = "compositing_node_group" in bpy.types.Scene.bl_rna.properties
+# 5.0: the Mask node's options (Feather, Size Source) are input sockets; 4.2/4.5: node properties.
+MASK_OPTIONS_ARE_SOCKETS = "use_feather" not in bpy.types.CompositorNodeMask.bl_rna.properties
+
 GROUP_NAME = "SMITE Matte"
 GROUP_KEY = "smite_key"  # custom property on the group: which scene/mask it shows
 
@@ -24,7 +31,7 @@ GROUP_KEY = "smite_key"  # custom property on the group: which scene/mask it sho
 
 def comp_tree(scene: "bpy.types.Scene", create: bool = True) -> Optional["bpy.types.NodeTree"]:
     """The scene's compositor node tree (created when missing and ``create``)."""
-    if hasattr(scene, "compositing_node_group"):  # Blender 5.0+
+    if SCENE_TREE_IS_GROUP:  # Blender 5.0+
         tree = scene.compositing_node_group
         if tree is None and create:
             tree = bpy.data.node_groups.new(f"{scene.name} Compositor", "CompositorNodeTree")
@@ -36,27 +43,21 @@ def comp_tree(scene: "bpy.types.Scene", create: bool = True) -> Optional["bpy.ty
 
 
 def _new_output_socket(tree: "bpy.types.NodeTree", name: str, socket_type: str) -> None:
-    if hasattr(tree, "interface"):  # 4.0+
-        tree.interface.new_socket(name=name, in_out="OUTPUT", socket_type=socket_type)
-    else:
-        tree.outputs.new(socket_type, name)
+    tree.interface.new_socket(name=name, in_out="OUTPUT", socket_type=socket_type)  # tree.interface: 4.0+
 
 
 def _clear_outputs(tree: "bpy.types.NodeTree") -> None:
-    if hasattr(tree, "interface"):
-        for item in [i for i in tree.interface.items_tree if getattr(i, "in_out", "") == "OUTPUT"]:
-            tree.interface.remove(item)
-    else:
-        tree.outputs.clear()
+    for item in [i for i in tree.interface.items_tree if i.item_type == "SOCKET" and i.in_out == "OUTPUT"]:
+        tree.interface.remove(item)
 
 
 def render_output(tree: "bpy.types.NodeTree") -> "bpy.types.NodeSocket":
     """The socket whose image a render writes: Group Output "Image" (5.0) or the Composite node (4.x)."""
-    if hasattr(bpy.types, "CompositorNodeComposite"):
+    if not SCENE_TREE_IS_GROUP:
         node = next((n for n in tree.nodes if n.bl_idname == "CompositorNodeComposite"), None)
         node = node or tree.nodes.new("CompositorNodeComposite")
         return node.inputs[0]
-    if not any(getattr(i, "in_out", "") == "OUTPUT" for i in tree.interface.items_tree):
+    if not any(i.item_type == "SOCKET" and i.in_out == "OUTPUT" for i in tree.interface.items_tree):
         _new_output_socket(tree, "Image", "NodeSocketColor")
     node = next((n for n in tree.nodes if n.bl_idname == "NodeGroupOutput"), None)
     node = node or tree.nodes.new("NodeGroupOutput")
@@ -65,11 +66,9 @@ def render_output(tree: "bpy.types.NodeTree") -> "bpy.types.NodeSocket":
 
 def _set_mask_options(node: "bpy.types.Node") -> None:
     """Feathered, at scene (= plate) size: what the artist sees in the mask editor."""
-    if "Feather" in node.inputs:  # 5.0: options are sockets
+    if MASK_OPTIONS_ARE_SOCKETS:
         node.inputs["Feather"].default_value = True
-        size = node.inputs.get("Size Source")
-        if size is not None:
-            size.default_value = "Scene Size"
+        node.inputs["Size Source"].default_value = "Scene Size"
     else:
         node.use_feather = True
         node.size_source = "SCENE"
@@ -88,6 +87,9 @@ class TempScene:
         r.pixel_aspect_x = r.pixel_aspect_y = 1.0
         r.use_compositing = True
         r.use_sequencer = False
+        # Nothing 3-D is in this scene: Workbench renders its empty view layer at once (4.x EEVEE spent
+        # ~25 s compiling shaders under software GL before the compositor ran).
+        r.engine = "BLENDER_WORKBENCH"
         self.scene.view_settings.view_transform = "Standard"
         self.tree = comp_tree(self.scene)
         self.output = render_output(self.tree)
@@ -97,8 +99,8 @@ class TempScene:
 
     def __exit__(self, *exc: object) -> None:
         tree = self.tree
-        bpy.data.scenes.remove(self.scene)
-        if tree is not None and tree.users == 0 and tree.name in bpy.data.node_groups:
+        bpy.data.scenes.remove(self.scene)  # 4.x: frees the embedded tree too (touching it now raises)
+        if SCENE_TREE_IS_GROUP and tree is not None and tree.users == 0 and tree.name in bpy.data.node_groups:
             bpy.data.node_groups.remove(tree)
         for block in self.made:
             for coll in (bpy.data.masks, bpy.data.images):
@@ -121,6 +123,17 @@ class TempScene:
         bpy.ops.render.render(write_still=True, scene=self.scene.name)
         os.replace(tmp, path)  # atomic: the core never sees half a reference
         return path
+
+
+def as_alpha(tree: "bpy.types.NodeTree", output: "bpy.types.NodeSocket") -> "bpy.types.NodeSocket":
+    """A float input whose value reaches ``output`` as grey *and* alpha (a Set Alpha node on white).
+
+    The core reads a mask file's alpha when it has one; 4.2/4.5 write a BW EXR render as RGBA with
+    alpha 1 (5.0 writes one channel), so the mask must be the alpha itself to read the same everywhere.
+    """
+    node = tree.nodes.new("CompositorNodeSetAlpha")  # default mode (4.x) / Type (5.0): apply to white
+    tree.links.new(node.outputs[0], output)
+    return node.inputs["Alpha"]
 
 
 def _max_value(path: str) -> float:
@@ -146,7 +159,7 @@ def render_references(mask: "bpy.types.Mask", layers: Sequence[str], parts: Sequ
     with TempScene(size[0], size[1]) as temp:
         node = temp.tree.nodes.new("CompositorNodeMask")
         _set_mask_options(node)
-        temp.tree.links.new(node.outputs[0], temp.output)
+        temp.tree.links.new(node.outputs[0], as_alpha(temp.tree, temp.output))
         for layer_name, part in zip(layers, parts):
             solo = mask.copy()
             temp.made.append(solo)

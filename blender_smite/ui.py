@@ -42,7 +42,7 @@ class SMITE_PT_panel(bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(props, "farm_chunk")
         row.operator("smite.send_to_farm", icon="NETWORK_DRIVE")
-        if props.running and hasattr(layout, "progress"):
+        if props.running:  # layout.progress: Blender 4.0+
             layout.progress(factor=props.progress, type="BAR", text=props.status or "running")
         elif props.status:
             layout.label(text=props.status)

@@ -5,8 +5,9 @@
 #   ./install/setup.sh            CPU torch 2.13.0 (workstations, CI)
 #   ./install/setup.sh --cuda     CUDA torch for farm GPU nodes (PyPI's default Linux build is CUDA)
 #   ./install/setup.sh --extras diffusion,farm   optional feature sets from pyproject.toml
-#   ./install/setup.sh --blender  also .venv-blender/ (bpy 5.0.1 + pytest) for the real-Blender add-on test;
-#                                 its own venv because bpy pins numpy<2 (Debian may need the X/GL libs in .ci/run)
+#   ./install/setup.sh --blender [4.2,4.5,5.0]   also one venv per Blender release, .venv-blender-<X.Y>/ (bpy + pytest),
+#                                 for the real-Blender add-on test; default: 4.2 LTS, 4.5 LTS and 5.0. Own venvs
+#                                 because bpy pins numpy (Debian may need the X/GL libs in .ci/run)
 #
 # Nothing here needs internet beyond the package registry; no model weights are downloaded.
 set -euo pipefail
@@ -17,14 +18,24 @@ PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="torch==2.13.0"
 EXTRAS="test,diffusion,farm"  # CI and workstations get the diffusion backend and the farm job writers; --extras replaces it
 BLENDER=0
-BPY_SPEC="bpy==5.0.1"
+BLENDER_VERSIONS="4.2,4.5,5.0"
+bpy_spec() {  # the bpy release tested for each supported Blender line (LTS lines get their latest patch)
+  case "$1" in
+    4.2) echo "bpy==4.2.23" ;;
+    4.5) echo "bpy==4.5.15" ;;
+    5.0) echo "bpy==5.0.1" ;;
+    *) echo "setup.sh: unsupported Blender version $1 (choose from 4.2, 4.5, 5.0)" >&2; return 1 ;;
+  esac
+}
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --cuda) TORCH_SPEC="${SMITE_CUDA_TORCH:-torch>=2.4}"; shift ;;
     --extras) EXTRAS="test,$2"; shift 2 ;;
-    --blender) BLENDER=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --blender)
+      BLENDER=1; shift
+      if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then BLENDER_VERSIONS="$1"; shift; fi ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -51,12 +62,15 @@ if ! "$VENV/bin/python" -c "import cotracker.predictor" >/dev/null 2>&1; then
   "${PIP[@]}" install --no-deps "autosegmentor==3.0.1"
 fi
 if [ "$BLENDER" = 1 ]; then
-  BVENV="$ROOT/.venv-blender"
-  "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "bpy 5.0 needs Python 3.11 (set PYTHON=python3.11)")'
-  [ -x "$BVENV/bin/python" ] || { echo "setup.sh: creating $BVENV"; "$PYTHON" -m venv "$BVENV"; }
-  if ! "$BVENV/bin/python" -c "import bpy" >/dev/null 2>&1; then
-    echo "setup.sh: installing $BPY_SPEC into $BVENV"
-    "$BVENV/bin/python" -m pip --disable-pip-version-check -q install "$BPY_SPEC" pytest
-  fi
+  "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "bpy 4.2-5.0 needs Python 3.11 (set PYTHON=python3.11)")'
+  for version in ${BLENDER_VERSIONS//,/ }; do
+    spec="$(bpy_spec "$version")"
+    BVENV="$ROOT/.venv-blender-$version"
+    [ -x "$BVENV/bin/python" ] || { echo "setup.sh: creating $BVENV"; "$PYTHON" -m venv "$BVENV"; }
+    if ! "$BVENV/bin/python" -c "import bpy" >/dev/null 2>&1; then
+      echo "setup.sh: installing $spec into $BVENV"
+      "$BVENV/bin/python" -m pip --disable-pip-version-check -q install "$spec" pytest
+    fi
+  done
 fi
 echo "setup.sh: done; run $VENV/bin/smite doctor to see what is usable"

@@ -1,7 +1,8 @@
-"""Blender add-on: pure planning and core lookup here; the real-Blender run in .venv-blender (bpy 5.0).
+"""Blender add-on: pure planning and core lookup here; the real-Blender run once per installed Blender.
 
-The last test drives tests/blender/run_blender_test.py in a subprocess with .venv-blender's Python
-(made by ``install/setup.sh --blender``): the add-on is installed from the zip that
+The last test drives tests/blender/run_blender_test.py in a subprocess with the Python of each
+``.venv-blender-<X.Y>/`` (made by ``install/setup.sh --blender``: 4.2 LTS, 4.5 LTS, 5.0; run one with
+``pytest tests/test_blender_addon.py -k 4.5``): the add-on is installed from the zip that
 install/blender_install.py builds, ``smite.segment`` runs against a real core server, and the
 compositor's render of the "SMITE Matte" output is compared here with the matte EXRs.
 """
@@ -25,7 +26,11 @@ sys.path.insert(0, ROOT)
 import blender_install  # noqa: E402
 from blender_smite import corelink, shotplan  # noqa: E402  (pure modules: no bpy needed)
 
-BLENDER_PY = os.path.join(ROOT, ".venv-blender", "bin", "python")
+BLENDER_VERSIONS = ("4.2", "4.5", "5.0")  # the releases install/setup.sh --blender sets up
+
+
+def blender_python(version: str) -> str:
+    return os.path.join(ROOT, f".venv-blender-{version}", "bin", "python")
 
 
 # --- pure planning ------------------------------------------------------------------------------
@@ -220,9 +225,11 @@ def test_blender_install_zip_install_uninstall(tmp_path, capsys):
 
 # --- real Blender -------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not os.path.isfile(BLENDER_PY),
-                    reason="no .venv-blender (bpy 5.0.1): run ./install/setup.sh --blender for the real-Blender test")
-def test_segment_in_real_blender(tmp_path):
+@pytest.mark.parametrize("version", BLENDER_VERSIONS)
+def test_segment_in_real_blender(tmp_path, version):
+    python = blender_python(version)
+    if not os.path.isfile(python):
+        pytest.skip(f"no .venv-blender-{version}: run ./install/setup.sh --blender {version} for this real-Blender test")
     from smite.io.image import read_mask
     from smite.io.matte import read_matte
 
@@ -232,11 +239,11 @@ def test_segment_in_real_blender(tmp_path):
     out.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "SMITE_CORE", "SMITE_PYTHON")}
     env["BLENDER_USER_RESOURCES"] = str(tmp_path / "blender_user")  # never the developer's own Blender config
-    proc = subprocess.run([BLENDER_PY, os.path.join(ROOT, "tests", "blender", "run_blender_test.py"), str(out),
+    proc = subprocess.run([python, os.path.join(ROOT, "tests", "blender", "run_blender_test.py"), str(out),
                            zip_path], env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     info = json.loads((out / "result.json").read_text())
-    assert info["addon"] == "bl_ext.user_default.blender_smite" and info["blender"].startswith("5.0")
+    assert info["addon"] == "bl_ext.user_default.blender_smite" and info["blender"].startswith(version + ".")
 
     # the reference Blender rasterised covers the polygon drawn around the chair (y not flipped)
     ref = read_mask(info["reference"]) > 0.5
