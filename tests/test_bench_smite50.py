@@ -160,3 +160,18 @@ def test_bench_runs_on_smite50_and_our_layout_and_reports_both_metric_sets(tmp_p
         assert 0.0 < c["smite"]["jaccard"] <= 1.0 and 0.0 < c["smite"]["mean_iou"] <= 100.0
     assert report["mean"]["smite"]["mean_iou"] == pytest.approx(
         (c50["smite"]["mean_iou"] + cours["smite"]["mean_iou"]) / 2)
+
+
+def test_smite50_plate_may_be_an_image_sequence_and_one_video_is_required(tmp_path):
+    """Frame number = video frame index either way; with neither frames/ nor exactly one video, a clear error."""
+    clip_dir = _smite50_clip(str(tmp_path))
+    os.makedirs(os.path.join(clip_dir, "frames"))
+    for f in range(20):
+        shutil.copy(os.path.join(CHAIR, "frames", f"{f:05d}.jpg"), os.path.join(clip_dir, "frames", f"{f:05d}.jpg"))
+    clip = load_clip(clip_dir, str(tmp_path / "work"))
+    assert clip.plate == os.path.join(clip_dir, "frames", "%05d.jpg")
+    assert clip.frames == list(range(16)) and clip.annotated == [0, 4, 8, 11]
+    shutil.rmtree(os.path.join(clip_dir, "frames"))
+    shutil.copy(os.path.join(clip_dir, "chair50.mp4"), os.path.join(clip_dir, "copy.mp4"))
+    with pytest.raises(BadInputError, match="exactly one video"):
+        load_clip(clip_dir, str(tmp_path / "work2"))
