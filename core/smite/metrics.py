@@ -1,9 +1,10 @@
 """Evaluation measures used by `smite bench`: J, boundary F, per-part mIoU, temporal warping error.
 
 NumPy arrays in, Python floats out. J and F follow the DAVIS toolkit (F: boundary F-measure with a
-tolerance of 0.008 of the image diagonal); mIoU is SMITE's per-part score with background counted as
-a class; the warping error measures flicker the way video style-transfer papers do (difference to
-the flow-warped next frame, occluded pixels left out).
+tolerance of 0.008 of the image diagonal); our mIoU counts background as a class and pools each clip
+into one confusion matrix; the warping error measures flicker the way video style-transfer papers do
+(difference to the flow-warped next frame, occluded pixels left out). The `smite_*` functions are the
+authors' own protocol (their `src/metrics.py`), which averages differently: see that section.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class ConfusionAccumulator:
     `ignore_index` (e.g. 255, DAVIS/PASCAL "void") are skipped. IoU of class c is
     TP / (TP + FP + FN) summed over everything added, so large and small frames weigh by pixel count.
     `miou` averages over the classes (background included) that appear in the ground truth or the
-    prediction of anything added: SMITE's per-part mIoU including background.
+    prediction of anything added (pooled over frames; `smite_part_iou` is the authors' per-frame mean).
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
