@@ -203,3 +203,102 @@ def test_davis_dog_consecutive_masks_overlap():
     assert 0.5 < j < 1.0
     f = boundary_f(a, b)
     assert 0.0 < f <= 1.0
+
+
+# --- SMITE's own evaluation (authors' src/metrics.py, repository alimohammadiamirhossein/smite) -------
+
+from smite.metrics import (  # noqa: E402
+    SMITE_EVAL_SIZE,
+    smite_f_measure,
+    smite_jaccard,
+    smite_part_iou,
+    smite_scores,
+    to_eval_size,
+)
+
+
+def test_smite_part_iou_averages_frames_not_pixels():
+    """Authors' src/metrics.py:298-307: IoU per frame (100·I/(U+1e-7), :11-14), then the mean over frames.
+
+    Class 1: frame 0 has 4 GT pixels of which the prediction finds 2 (IoU 50), frame 1 is exact (100):
+    the frame mean is 75, where one pooled confusion matrix would give (2+50)/(4+50) = 96.3.
+    Background: frame 0 GT 96 px, prediction 98 px (the 2 missed ones), I 96, U 98; frame 1 exact.
+    """
+    gt = np.zeros((2, 10, 10), int)
+    gt[0, 0:2, 0:2] = 1
+    gt[1, 0:5, :] = 1
+    pred = gt.copy()
+    pred[0, 0, 0:2] = 0
+    iou = smite_part_iou(pred, gt, 2)
+    assert iou[1] == pytest.approx(75.0)
+    assert iou[0] == pytest.approx((100 * 96 / 98 + 100) / 2)
+    conf = ConfusionAccumulator(2)
+    for p, g in zip(pred, gt):
+        conf.add(p, g)
+    assert 100 * conf.iou_per_class()[1] == pytest.approx(100 * 52 / 54)  # our pooled measure differs
+
+
+def test_smite_part_iou_skips_frames_without_the_class_and_scores_absent_classes_zero():
+    """Authors' src/metrics.py:303-304 skip a frame whose GT lacks the class (a false positive there is free);
+    :307 gives 0 to a class no GT frame holds, and :314 still averages it into mean_iou.
+
+    Class 1 is exact in frame 0 (100) and falsely predicted in frame 1, whose GT has no class 1: stays 100.
+    Class 2 is in no GT frame: 0. Background: frame 0 exact (100), frame 1 GT all 16 px, prediction 12 → 75.
+    mean_iou over the 3 classes = (87.5 + 100 + 0) / 3.
+    """
+    gt = np.zeros((2, 4, 4), int)
+    gt[0, :2, :2] = 1
+    pred = gt.copy()
+    pred[1, :2, :2] = 1
+    iou = smite_part_iou(pred, gt, 3)
+    assert iou == pytest.approx([87.5, 100.0, 0.0])
+    assert smite_scores(pred, gt, 3)["mean_iou"] == pytest.approx((87.5 + 100.0) / 3)
+
+
+def test_smite_f_measure_averages_gt_objects_per_frame_then_frames():
+    """Authors' src/metrics.py:243-244 take the objects from the GT (ids 1..254, background excluded),
+    :255-263 average F over them per frame, :289 over frames. An object in neither mask of a frame scores 1
+    (:193-195); one missed entirely scores 0 (:187-189 give P 1, R 0).
+
+    Frame 0: object 1 exact (1), object 2 missed (0) → 0.5. Frame 1: object 1 exact, object 2 in neither → 1.
+    Sequence F = 0.75. A predicted-only label 3 adds no object. J likewise (union 0 gives 1, :74-75).
+    """
+    gt = np.zeros((2, 20, 20), int)
+    gt[:, 2:8, 2:8] = 1
+    gt[0, 10:16, 10:16] = 2
+    pred = gt.copy()
+    pred[0, 10:16, 10:16] = 0
+    pred[1, 12:14, 12:14] = 3
+    assert smite_f_measure(pred, gt) == pytest.approx(0.75)
+    assert smite_jaccard(pred, gt) == pytest.approx(0.75)
+    with pytest.raises(ValueError):
+        smite_f_measure(gt, np.zeros_like(gt))
+
+
+def test_smite_f_measure_tolerance_is_6_px_at_512():
+    """Authors' src/metrics.py:165-166: tolerance ceil(0.008 · |(512, 512)|) = ceil(5.79) = 6 px on the 512²
+    maps of utils/gt_extractor.py:49. A square shifted by 6 px matches every boundary pixel (F 1); by 7 px the
+    two edges across the shift no longer match (F < 1)."""
+    gt = np.zeros((1, SMITE_EVAL_SIZE, SMITE_EVAL_SIZE), int)
+    gt[0, 100:300, 100:300] = 1
+    shift6 = np.zeros_like(gt)
+    shift6[0, 100:300, 106:306] = 1
+    shift7 = np.zeros_like(gt)
+    shift7[0, 100:300, 107:307] = 1
+    assert smite_f_measure(shift6, gt) == 1.0
+    assert smite_f_measure(shift7, gt) < 0.999
+
+
+def test_smite_scores_mae_is_of_label_ids_and_eval_size_is_nearest():
+    """Authors' src/metrics.py:318: MAE is mean |y_true - y_pred| of the label ids themselves (one pixel
+    labelled 2 where GT says 0 on a 2x2 map: 2/4 = 0.5); utils/gt_extractor.py:49 resizes labels to 512²
+    with nearest neighbour, so no new label values appear."""
+    gt = np.zeros((1, 2, 2), int)
+    pred = gt.copy()
+    pred[0, 0, 0] = 2
+    gt[0, 1, 1] = 1
+    assert smite_scores(pred, gt, 3)["mae"] == pytest.approx((2 + 1) / 4)
+    big = to_eval_size(np.array([[0, 1], [2, 3]]))
+    assert big.shape == (512, 512)
+    assert set(np.unique(big)) == {0, 1, 2, 3}
+    assert big[0, 0] == 0 and big[511, 511] == 3

@@ -1,9 +1,10 @@
 """Evaluation measures used by `smite bench`: J, boundary F, per-part mIoU, temporal warping error.
 
 NumPy arrays in, Python floats out. J and F follow the DAVIS toolkit (F: boundary F-measure with a
-tolerance of 0.008 of the image diagonal); mIoU is SMITE's per-part score with background counted as
-a class; the warping error measures flicker the way video style-transfer papers do (difference to
-the flow-warped next frame, occluded pixels left out).
+tolerance of 0.008 of the image diagonal); our mIoU counts background as a class and pools each clip
+into one confusion matrix; the warping error measures flicker the way video style-transfer papers do
+(difference to the flow-warped next frame, occluded pixels left out). The `smite_*` functions are the
+authors' own protocol (their `src/metrics.py`), which averages differently: see that section.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class ConfusionAccumulator:
     `ignore_index` (e.g. 255, DAVIS/PASCAL "void") are skipped. IoU of class c is
     TP / (TP + FP + FN) summed over everything added, so large and small frames weigh by pixel count.
     `miou` averages over the classes (background included) that appear in the ground truth or the
-    prediction of anything added: SMITE's per-part mIoU including background.
+    prediction of anything added (pooled over frames; `smite_part_iou` is the authors' per-frame mean).
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
@@ -225,3 +226,97 @@ def warping_error(
         warped = _warp(np.ascontiguousarray(b[k]), flow_fwd)
         total += float(np.abs(a[k] - warped)[valid].sum(dtype=np.float64))
     return total / (n_valid * a.shape[0])
+
+
+# --- SMITE's own evaluation (authors' `src/metrics.py::calculate_metrics`) -----------------------
+# The SMITE-50 numbers in the paper come from this protocol, which differs from ours above: label maps
+# are compared at 512x512, mIoU averages per-frame IoU (in percent) over the frames whose ground
+# truth holds the class, a class never in the ground truth scores 0 and still counts, and F / J
+# average over the foreground objects of the ground truth only (background is not an object).
+
+SMITE_EVAL_SIZE = 512  # authors' utils/gt_extractor.py:49 resizes every ground-truth map to 512x512
+
+
+def _label_stack(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred, gt = np.asarray(pred, dtype=np.int64), np.asarray(gt, dtype=np.int64)
+    if pred.ndim == 2:
+        pred, gt = pred[None], gt[None]
+    if pred.shape != gt.shape or pred.ndim != 3:
+        raise ValueError(f"expected two label stacks (N, H, W) of the same shape, got {pred.shape} and {gt.shape}")
+    return pred, gt
+
+
+def smite_part_iou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-class IoU in percent `(num_classes,)` of label stacks `(N, H, W)`, class 0 = background.
+
+    For each class: IoU = 100·|P∩G| / (|P∪G| + 1e-7) per frame, averaged over the frames whose ground
+    truth contains the class (frames without it are skipped, whatever the prediction holds there);
+    a class absent from every ground-truth frame gets 0.
+    """
+    pred, gt = _label_stack(pred, gt)
+    out = np.zeros(int(num_classes), dtype=np.float64)
+    for c in range(int(num_classes)):
+        values = []
+        for p, g in zip(pred, gt):
+            g_c = g == c
+            if not g_c.any():
+                continue
+            p_c = p == c
+            inter = np.logical_and(p_c, g_c).sum()
+            union = np.logical_or(p_c, g_c).sum()
+            values.append(100.0 * inter / (union + 1e-7))
+        out[c] = float(np.mean(values)) if values else 0.0
+    return out
+
+
+def _objects(gt: np.ndarray) -> np.ndarray:
+    """Foreground object ids of a ground-truth stack: values in 1..254 anywhere in it (DAVIS toolkit)."""
+    return np.unique(gt[(gt > 0) & (gt < 255)])
+
+
+def smite_f_measure(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
+    """Sequence boundary F: `boundary_f` per frame and ground-truth object, mean over objects, then frames.
+
+    Objects are the foreground ids present anywhere in `gt` (background excluded); a frame where an
+    object is in neither mask scores 1 for it. Raises if `gt` has no foreground object.
+    """
+    pred, gt = _label_stack(pred, gt)
+    objects = _objects(gt)
+    if objects.size == 0:
+        raise ValueError("ground truth has no foreground object")
+    table = np.array([[boundary_f(p == o, g == o, bound_th) for o in objects] for p, g in zip(pred, gt)])
+    return float(table.mean(1).mean())
+
+
+def smite_jaccard(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Sequence J: `jaccard` per frame and ground-truth object (empty union gives 1), mean over objects, then frames."""
+    pred, gt = _label_stack(pred, gt)
+    objects = _objects(gt)
+    if objects.size == 0:
+        raise ValueError("ground truth has no foreground object")
+    table = np.array([[jaccard(p == o, g == o) for o in objects] for p, g in zip(pred, gt)])
+    return float(table.mean(1).mean())
+
+
+def smite_scores(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> dict:
+    """The authors' `metrics.json` for one video: f_measure, jaccard, per-part IoU, mean_iou (%), mae.
+
+    `pred` and `gt` are label stacks `(N, H, W)` already at the evaluation size; mean_iou is the mean of
+    `smite_part_iou` over all `num_classes` classes (background included); mae is the mean absolute
+    difference of the label ids themselves, as theirs.
+    """
+    pred, gt = _label_stack(pred, gt)
+    iou = smite_part_iou(pred, gt, num_classes)
+    return {
+        "f_measure": smite_f_measure(pred, gt),
+        "jaccard": smite_jaccard(pred, gt),
+        "iou_per_part": [float(v) for v in iou],
+        "mean_iou": float(iou.mean()),
+        "mae": float(np.abs(gt - pred).mean()),
+    }
+
+
+def to_eval_size(labels: np.ndarray, size: int = SMITE_EVAL_SIZE) -> np.ndarray:
+    """Label map `(H, W)` resized to `size`x`size` by nearest neighbour (OpenCV), as the authors' ground truth."""
+    labels = np.asarray(labels)
+    return cv2.resize(labels.astype(np.int32), (size, size), interpolation=cv2.INTER_NEAREST)

@@ -13,7 +13,8 @@ from .segment import add_settings_arguments, settings_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="folder of clip folders (frames/, masks/, labels.json)")
+    parser.add_argument("--data", required=True, help="folder of clip folders, or one clip folder: ours (frames/, masks/, labels.json) "
+                        "or SMITE-50 (frames_numbers.txt, per-part PNG folders, the video)")
     parser.add_argument("--keyframes", type=int, default=1, help="ground-truth frames given as references (default 1)")
     parser.add_argument("--json", metavar="OUT.json", help="also write the numbers as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress output, only the table")
