@@ -115,7 +115,8 @@ def was_map(cross: Tensor, self_attn: Tensor) -> Tensor:
 def was_readout(cross: Tensor, self_attn: Tensor) -> Tensor:
     """The map S that segmenting reads: the authors' `calculate_was_mask`, on the logit scale.
 
-    cross: `(B, P, K)` raw logits, column 0 background; self_attn: `(B, P, P)` rows over keys; B = frames.
+    cross: `(B, P, K)` raw logits (their inference reads maps with apply_softmax=False at 64², run.py:26,39,56),
+    column 0 background; self_attn: `(B, P, P)` rows over keys; B = frames.
     Per frame, min/max over the P pixels of the *raw* C (authors' src/was_attention.py:259-261):
       C'_0 = C_0 where C_0 > mean C_0, else 0; C'_k = C_k for k >= 1            (:263-271)
       W_k(q) = Σ_p A(q,p)·C'_k(p)                                                (:277-280)
