@@ -10,7 +10,7 @@ pytest.importorskip("diffusers")
 from diffusers.models.attention_processor import AttnProcessor2_0  # noqa: E402
 
 from smite.model.attention import (  # noqa: E402
-    AttentionStore, installed, smite_processors, was_map,
+    AttentionStore, installed, smite_processors, was_map, was_readout,
 )
 from smite.model.backbone import tiny_unet  # noqa: E402
 
@@ -91,12 +91,43 @@ def test_was_map_known_answers():
     torch.testing.assert_close(was_map(cross, uniform), expected)
 
 
+def test_was_readout_known_answer_from_calculate_was_mask():
+    """The authors' readout (src/was_attention.py, calculate_was_mask) by hand on a 4-pixel frame, K = 2.
+
+    C_0 = [4, 0, 2, -2] (mean 1) keeps [4, 0, 2, 0] (:265-270: kept only where > mean); C_1 = [1, 3, -1, 5].
+    A rows (queries) average two neighbouring keys, so W_k(q) = Σ_p A(q,p)·C'_k(p) (:277-280):
+    W_0 = [2, 1, 1, 2], W_1 = [2, 1, 2, 3]. The affine map onto [min, max] of the *raw* C_k, taken before the
+    background threshold (:260-261, :287-295): S_0 = -2 + (W_0 - 1)·6/1 = [4, -2, -2, 4] (the thresholded
+    min 0 would give [4, 0, 0, 4]); S_1 = -1 + (W_1 - 1)·6/2 = [2, -1, 2, 5].
+    """
+    cross = torch.tensor([[[4.0, 1.0], [0.0, 3.0], [2.0, -1.0], [-2.0, 5.0]]])
+    attn = torch.tensor([[[0.5, 0.5, 0, 0], [0, 0.5, 0.5, 0], [0, 0, 0.5, 0.5], [0.5, 0, 0, 0.5]]])
+    expected = torch.tensor([[[4.0, 2.0], [-2.0, -1.0], [-2.0, 2.0], [4.0, 5.0]]])
+    torch.testing.assert_close(was_readout(cross, attn), expected)
+    # per frame: a second frame in the batch does not change the first one's S
+    both = was_readout(torch.cat([cross, cross * 3 + 1]), attn.repeat(2, 1, 1))
+    torch.testing.assert_close(both[:1], expected)
+    torch.testing.assert_close(both[1:], expected * 3 + 1)  # S follows an affine change of the logits
+
+
+def test_was_readout_spans_each_class_logit_range_and_flat_maps_read_the_minimum():
+    torch.manual_seed(3)
+    cross, attn = torch.randn(2, 16, 3) * 4, torch.rand(2, 16, 16).softmax(-1)
+    s = was_readout(cross, attn)
+    torch.testing.assert_close(s.amin(1), cross.amin(1))
+    torch.testing.assert_close(s.amax(1), cross.amax(1))
+    flat = was_readout(cross, torch.full((2, 16, 16), 1 / 16))  # W_k constant: 0/0 in the authors' code
+    assert torch.isfinite(flat).all()
+    torch.testing.assert_close(flat, cross.amin(1, keepdim=True).expand_as(flat))
+
+
 def test_gradients_reach_latents(unet):
     latents = torch.randn(2, 4, 8, 8, requires_grad=True)
     store = AttentionStore((8, 8), num_tokens=2)
     with installed(unet, smite_processors(unet, store, frames=2)):
         _run(unet, latents, torch.randn(2, 77, 32))
-    was_map(store.cross(), store.self_attn())[..., 1].sum().backward()
+    cross, attn = store.cross(), store.self_attn()
+    (was_map(cross, attn)[..., 1].sum() + was_readout(cross, attn)[..., 1].sum()).backward()
     assert latents.grad is not None and latents.grad.abs().sum() > 0
 
 

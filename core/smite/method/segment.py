@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..method.lowpass import lowpass_energy
 from ..method.voting import vote_window
-from ..model.attention import was_map
+from ..model.attention import was_map, was_readout
 from ..model.backbone import Backbone
 from ..model.encode import encode_latents, to_model_images, unet_with_maps
 from ..model.settings import DiffusionSettings
@@ -109,7 +109,7 @@ def voted_labels(maps: Tensor, tracks: Tensor, visible: Tensor, vote_frames: int
 
 @dataclass
 class WindowResult:
-    """Class probabilities `(T, K+1, h, w)` on the latent grid, and the WAS maps `(T, P, K+1)` to carry."""
+    """Class probabilities `(T, K+1, h, w)` on the latent grid, and the maps S `(T, P, K+1)` to carry."""
 
     probs: Tensor
     maps: Tensor
@@ -137,11 +137,17 @@ class WindowSegmenter:
         return float(self.alphas[int(t)])
 
     def _maps(self, z: Tensor, t: int, *, grad: bool = False) -> tuple[Tensor, Tensor]:
-        """(noise prediction, WAS maps `(T, P, K)`) of latents z at timestep t, inflated over z's frames."""
+        """(noise prediction, maps S `(T, P, K)`) of latents z at timestep t, the UNet inflated over z's frames.
+
+        S is what S_ref, voting, E_track and the output read: `was_readout` (the authors' logit-scale map)
+        or, with map_readout="softmax_was", learning's softmax WAS in [0, 1].
+        """
         with torch.set_grad_enabled(grad):
             tt = torch.full((z.shape[0],), int(t), device=self.device)
-            eps, cross, attn = unet_with_maps(self.bb, z, tt, self.context, self.classes, frames=z.shape[0])
-            return eps, was_map(cross, attn)
+            eps, cross, attn = unet_with_maps(self.bb, z, tt, self.context, self.classes, frames=z.shape[0],
+                                              groupnorm=self.s.groupnorm)
+            readout = was_readout if self.s.map_readout == "official" else was_map
+            return eps, readout(cross, attn)
 
     def _invert(self, z0: Tensor) -> Tensor:
         """DDIM inversion of clean latents z0 up to ref_t in `inversion_steps` steps (the paper's reference)."""
@@ -232,7 +238,12 @@ class WindowSegmenter:
         return out
 
     def _result(self, maps: Tensor, h: int, w: int) -> WindowResult:
+        """Probabilities from the final S: softmax over classes of the logit-scale S (official readout),
+        or the softmax WAS clipped and renormalised (its rows already sum to 1)."""
         maps = maps.detach()
-        probs = maps.transpose(1, 2).reshape(maps.shape[0], self.classes, h, w)
-        probs = probs.clamp_min(0) / probs.clamp_min(0).sum(1, keepdim=True).clamp_min(1e-8)
+        grid = maps.transpose(1, 2).reshape(maps.shape[0], self.classes, h, w)
+        if self.s.map_readout == "official":
+            probs = grid.softmax(dim=1)
+        else:
+            probs = grid.clamp_min(0) / grid.clamp_min(0).sum(1, keepdim=True).clamp_min(1e-8)
         return WindowResult(probs=probs, maps=maps)

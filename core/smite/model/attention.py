@@ -10,6 +10,8 @@ attention_mask, ...)` returns only the new hidden states; what they observe goes
 `AttentionStore`, which sums each layer's head-averaged map into one running total per kind as soon
 as the layer runs, so no more than one layer's maps exist at a time. `installed(unet, processors)`
 swaps processors in and restores the saved ones afterwards, so a UNet is never left modified.
+Two readouts of the maps: `was_map` (softmax WAS, learning) and `was_readout` (the authors'
+logit-scale S, segmenting).
 
 Shapes: B = batch (frames x guidance copies), P = latent pixels (h·w of the finest map), K = token
 columns read (background + parts).
@@ -108,6 +110,29 @@ def was_map(cross: Tensor, self_attn: Tensor) -> Tensor:
     convex mix of class distributions, so it sums to 1 when A's rows do.
     """
     return torch.bmm(self_attn, cross.softmax(dim=-1))
+
+
+def was_readout(cross: Tensor, self_attn: Tensor) -> Tensor:
+    """The map S that segmenting reads: the authors' `calculate_was_mask`, on the logit scale.
+
+    cross: `(B, P, K)` raw logits (their inference reads maps with apply_softmax=False at 64², run.py:26,39,56),
+    column 0 background; self_attn: `(B, P, P)` rows over keys; B = frames.
+    Per frame, min/max over the P pixels of the *raw* C (authors' src/was_attention.py:259-261):
+      C'_0 = C_0 where C_0 > mean C_0, else 0; C'_k = C_k for k >= 1            (:263-271)
+      W_k(q) = Σ_p A(q,p)·C'_k(p)                                                (:277-280)
+      S_k = min C_k + (W_k - min W_k)·(max C_k - min C_k)/(max W_k - min W_k)    (:287-295)
+    Returns S `(B, P, K)`. Their bilinear resize of W to the 64² mask grid (:282-286) is the identity
+    here: A is read at the latent grid, 64² at 512² model space. A flat W_k (0/0, NaN in theirs) reads
+    min C_k. Learning keeps `was_map` (softmax(C) in the WAS, as their training does).
+    """
+    bg = cross[..., :1]
+    kept = torch.where(bg > bg.mean(dim=1, keepdim=True), bg, torch.zeros_like(bg))
+    w = torch.bmm(self_attn, torch.cat([kept, cross[..., 1:]], dim=-1))
+    w_min, w_max = w.amin(dim=1, keepdim=True), w.amax(dim=1, keepdim=True)
+    c_min, c_max = cross.amin(dim=1, keepdim=True), cross.amax(dim=1, keepdim=True)
+    span = w_max - w_min
+    unit = (w - w_min) / torch.where(span > 0, span, torch.ones_like(span))
+    return c_min + unit * (c_max - c_min)
 
 
 # -- processors ------------------------------------------------------------------------------------

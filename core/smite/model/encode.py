@@ -8,6 +8,8 @@ back (`smite.refine` then restores plate-resolution edges).
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import cv2
 import numpy as np
 import torch
@@ -15,6 +17,8 @@ from torch import Tensor
 
 from .attention import AttentionStore, installed, smite_processors
 from .backbone import Backbone
+from .groupnorm import pooled_groupnorm
+from .settings import GROUPNORMS
 
 
 def to_model_images(images: list[np.ndarray] | np.ndarray, side: int) -> Tensor:
@@ -52,17 +56,24 @@ def encode_prompt(backbone: Backbone, text: str) -> Tensor:
 
 
 def unet_with_maps(backbone: Backbone, latents: Tensor, t: Tensor | int, context: Tensor, num_tokens: int,
-                   frames: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+                   frames: int = 1, groupnorm: str = "window") -> tuple[Tensor, Tensor, Tensor]:
     """One UNet pass that also reads SMITE's attention maps.
 
-    latents `(B, 4, h, w)`; context `(B or 1, L, D)`; frames > 1 inflates self-attention over windows of
-    that many consecutive batch items. Returns (noise prediction `(B, 4, h, w)`, cross-attention logits
-    `(B, P, num_tokens)`, self-attention `(B, P, P)`) with P = h·w. Differentiable in latents and context.
+    latents `(B, 4, h, w)`; context `(B or 1, L, D)`; frames > 1 inflates the UNet over windows of that many
+    consecutive batch items: self-attention over all their tokens and, with groupnorm="window" (the
+    authors'), the ResNet GroupNorms pooled over their frames ("frame": per frame; frames=1: stock UNet).
+    Returns (noise prediction `(B, 4, h, w)`, cross-attention logits `(B, P, num_tokens)`, self-attention
+    `(B, P, P)`) with P = h·w. Differentiable in latents and context.
     """
+    if groupnorm not in GROUPNORMS:
+        raise ValueError(f"groupnorm must be one of {', '.join(GROUPNORMS)}, got {groupnorm!r}")
     b, _, h, w = latents.shape
     if context.shape[0] != b:
         context = context.expand(b, -1, -1)
     store = AttentionStore((h, w), num_tokens)
-    with installed(backbone.unet, smite_processors(backbone.unet, store, frames=frames)):
+    with ExitStack() as stack:
+        stack.enter_context(installed(backbone.unet, smite_processors(backbone.unet, store, frames=frames)))
+        if groupnorm == "window" and frames > 1:
+            stack.enter_context(pooled_groupnorm(backbone.unet, frames))
         eps = backbone.unet(latents, t, encoder_hidden_states=context).sample
     return eps, store.cross(), store.self_attn()

@@ -17,6 +17,8 @@ from ..settings_json import fields_from_dict
 
 DIFFUSION_SETTINGS_VERSION = 1
 INVERSIONS = ("noise", "ddim")
+MAP_READOUTS = ("official", "softmax_was")
+GROUPNORMS = ("window", "frame")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class DiffusionSettings:
     # -- segmenting (§3) --
     window: int = 16  # frames per inflated-attention window
     overlap: int = 8  # frames shared by consecutive windows; their results seed the next window
+    map_readout: str = "official"  # S = the authors' logit-scale calculate_was_mask; "softmax_was": learning's WAS
+    groupnorm: str = "window"  # ResNet GroupNorms pool over the window's frames (authors' 5-D UNet); "frame": per frame
     ref_t: int = 100  # timestep of the reference pass
     inversion: str = "noise"  # reference latents: "noise" (official one-shot add_noise) or "ddim" (paper)
     inversion_steps: int = 10  # DDIM inversion steps from the clean latent to ref_t (inversion="ddim")
@@ -77,6 +81,9 @@ class DiffusionSettings:
         need(1 <= self.learn_t_min <= self.learn_t_max <= 999, "need 1 <= learn_t_min <= learn_t_max <= 999")
         need(self.window >= 1 and 0 <= self.overlap < self.window, "need window >= 1 and 0 <= overlap < window")
         need(self.inversion in INVERSIONS, f"inversion must be one of {', '.join(INVERSIONS)}, got {self.inversion!r}")
+        need(self.map_readout in MAP_READOUTS,
+             f"map_readout must be one of {', '.join(MAP_READOUTS)}, got {self.map_readout!r}")
+        need(self.groupnorm in GROUPNORMS, f"groupnorm must be one of {', '.join(GROUPNORMS)}, got {self.groupnorm!r}")
         need(self.guide_t_start >= self.ref_t >= 1, "need guide_t_start >= ref_t >= 1")
         need(self.guide_steps >= 1 and 0 <= self.guided_steps <= self.guide_steps,
              "need 0 <= guided_steps <= guide_steps")
