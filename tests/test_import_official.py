@@ -48,12 +48,13 @@ def backbone(tiny):
     return load_backbone(tiny)
 
 
-def official_ckpt(path, backbone, k=2, *, width=None, kv_scale=1e-3, extra=None, seed=0, **hparams) -> dict:
+def official_ckpt(path, backbone, k=2, *, width=None, kv_scale=1e-3, extra=None, seed=0, dtype=torch.float32,
+                  **hparams) -> dict:
     """Write a checkpoint as the authors' save_weights does: full k/v weights = backbone's + a small change."""
     gen = torch.Generator().manual_seed(seed)
     width = width or backbone.text_width
     embeddings = {f"embedding_{i}": torch.nn.Parameter(torch.randn(1, 1, width, generator=gen)) for i in range(k)}
-    unet = {name: torch.nn.Parameter(p.detach() + kv_scale * torch.randn(p.shape, generator=gen))
+    unet = {name: torch.nn.Parameter((p.detach() + kv_scale * torch.randn(p.shape, generator=gen)).to(dtype))
             for name, p in backbone.unet.named_parameters() if "attn2.to_k" in name or "attn2.to_v" in name}
     unet.update(extra or {})
     data = {**HPARAMS, **hparams, "embeddings": embeddings, "unet": unet}
@@ -132,6 +133,13 @@ def test_import_refuses_mismatches_in_one_line(tmp_path, tiny, backbone, capsys)
     far = math.ceil(1.0 / (ADAM_STEP_BOUND * 225 * 1e-6))
     official_ckpt(tmp_path / "long.pt", other, k=2, dataset_size=far)
     assert official_to_part_model(read_official(str(tmp_path / "long.pt")), backbone, ["a", "b"]).kv_deltas
+    # an fp16 copy of the same weights is the same backbone: its rounding (≤ eps16·max|w|) is allowed, nothing more
+    official_ckpt(tmp_path / "half.pt", backbone, kv_scale=0.0, dtype=torch.float16, learning_rate=0.0)
+    half = official_to_part_model(read_official(str(tmp_path / "half.pt")), backbone, ["a", "b"])
+    assert 0 < max(float(d.abs().max()) for d in half.kv_deltas.values()) <= 0.18 * torch.finfo(torch.float16).eps
+    official_ckpt(tmp_path / "moved.pt", backbone, kv_scale=1e-3, learning_rate=0.0)
+    with pytest.raises(BadInputError, match="more than its training can move it"):
+        official_to_part_model(read_official(str(tmp_path / "moved.pt")), backbone, ["a", "b"])
     name = next(n for n, _ in backbone.unet.named_parameters() if "attn2.to_q" in n)
     official_ckpt(tmp_path / "q.pt", backbone, extra={name: torch.zeros(1)})
     with pytest.raises(BadInputError, match="fine-tunes .*attn2.to_q.weight"):
