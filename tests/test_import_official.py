@@ -63,7 +63,8 @@ def official_ckpt(path, backbone, k=2, *, width=None, kv_scale=1e-3, extra=None,
 
 
 def test_drift_bound_follows_the_authors_schedule():
-    """Adam (optimization.py:62, betas 0.9/0.999) moves a weight by ≤ lr·0.1/√(0.001·(1−0.81/0.999)) = 7.27·lr a step;
+    """Adam (optimization.py:62, betas 0.9/0.999) moves a weight by ≤ lr·0.1/√(0.001·(1−0.81/0.999)) = 7.27·lr
+    a step;
     with text_embeds+… the UNet steps in epochs > 50 not divisible by 10 (training.py:171-180): of 300 epochs
     that is 249 − 24 = 225, times 10 images (one batch each, args.py:9) at lr 1e-6 → 7.27 × 2.25e-3 = 0.0164.
     Without text embeddings every epoch steps, at 100× lr before epoch 10 and 10× before 40 (training.py:183-190):

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ckpt", metavar="CKPT", help="the authors' checkpoint, e.g. logs/log_car_…/ckpt_best.pt")
     parser.add_argument("--parts", required=True,
                         help="comma-separated part names: the words of its --prompt after 'background', in order")
-    parser.add_argument("--model", help="the Stable Diffusion it was trained on (folder or file; default $SMITE_MODEL)")
+    parser.add_argument("--model", help="the Stable Diffusion it was trained on, SD 2.1-base for the authors' "
+                                        "defaults (their utils/args.py:14); folder or file, default $SMITE_MODEL")
     parser.add_argument("--out", required=True, help="part model file to write, e.g. parts.smite")
     parser.add_argument("--base-prompt", default="",
                         help="text encoded for the token columns after the parts (default empty, as the authors' "

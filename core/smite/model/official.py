@@ -38,11 +38,14 @@ from .encode import encode_prompt
 from .parts import PartModel
 
 KV_SUFFIXES = (".to_k.weight", ".to_v.weight")
-# Adam defaults the authors use (optimization.py:62, torch's betas): one step moves a weight by at most
-# lr·|m|/√v ≤ lr·(1-β1)/√((1-β2)(1-β1²/β2)) (Cauchy-Schwarz over the moment sums; bias correction only shrinks it).
+# Adam with torch's default betas, as the authors build it (optimization.py:62): one step moves a weight by at most
+# lr·|m̂|/√v̂ ≤ lr·(1-β1)/√((1-β2)(1-β1²/β2)) (Cauchy-Schwarz over the moment sums; the finite sums, the bias
+# corrections and ε only make it smaller).
 ADAM_BETAS = (0.9, 0.999)
-ADAM_STEP_BOUND = (1 - ADAM_BETAS[0]) / math.sqrt((1 - ADAM_BETAS[1]) * (1 - ADAM_BETAS[0] ** 2 / ADAM_BETAS[1]))
-KV_PHASE_AFTER_EPOCH = 50  # training.py:171-180: with text_embeds+…, the UNet steps only in epochs > 50 not divisible by 10
+ADAM_STEP_BOUND = (1 - ADAM_BETAS[0]) / math.sqrt(
+    (1 - ADAM_BETAS[1]) * (1 - ADAM_BETAS[0] ** 2 / ADAM_BETAS[1]))
+# training.py:171-180: with text_embeds+…, the UNet steps only in epochs > 50 that are not multiples of 10
+KV_PHASE_AFTER_EPOCH = 50
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ def read_official(path: str) -> OfficialCheckpoint:
     embeddings = data["embeddings"]
     names = [f"embedding_{i}" for i in range(len(embeddings))]
     if sorted(embeddings) != sorted(names):
-        raise BadInputError(f"{path}: embeddings are named {', '.join(sorted(embeddings))}, expected {', '.join(names)}")
+        raise BadInputError(
+            f"{path}: embeddings are named {', '.join(sorted(embeddings))}, expected {', '.join(names)}")
     vectors = tuple(torch.as_tensor(embeddings[n]).detach().float().reshape(-1) for n in names)
     kv: dict[str, Tensor] = {}
     for name, weight in (data.get("unet") or {}).items():
