@@ -24,6 +24,7 @@ COMMANDS = {
     "farm": ("farm", "write farm job descriptions: OpenJD, OpenCue, Deadline"),
     "learn": ("learn", "learn part vectors from reference masks into a part model (.smite)"),
     "models": ("models", "write the tiny test model or fetch Stable Diffusion (needs internet)"),
+    "import-official": ("import_official", "turn the authors' ckpt_best.pt into a part model (.smite)"),
 }
 
 

