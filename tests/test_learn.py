@@ -238,3 +238,29 @@ def test_learn_parts_from_shot_with_holdout(tiny, tmp_path):
     assert result.parts == ("chair",) and result.val_miou is not None and result.steps == 2
     with pytest.raises(BadInputError, match="holdout frame 7"):
         learn_parts(shot, str(tmp_path / "d.smite"), settings, backbone=backbone, holdout=7)
+
+
+def test_official_learning_defaults():
+    """scripts/common/common_train_params.sh: guidance 100 (line 2), 300 epochs (3), t in 5..100 (8), SD 0.005 (9),
+    FFT 0.001 (10), k/v lr 1e-6 (11); src/optimization.py:66 vectors lr 0.1; src/training.py:154 FFT when
+    epoch > 5; :170-179 vectors while epoch <= 50, k/v after; :402 backward of 0.01·L.
+    """
+    s = DiffusionSettings()
+    assert (s.sd_guidance, s.learn_epochs, s.learn_t_min, s.learn_t_max) == (100.0, 300, 5, 100)
+    assert (s.sd_weight, s.freq_weight, s.freq_start_epoch, s.kv_lr, s.learn_lr) == (0.005, 0.001, 6, 1e-6, 0.1)
+    assert (s.kv_phase, s.kv_start_epoch, s.loss_scale, s.ce_weight, s.was_weight) == (True, 51, 0.01, 1.0, 1.0)
+
+
+def test_loss_scale_changes_the_learned_vectors(tiny, tmp_path):
+    """Adam is invariant to the loss scale except through eps: 0.01·L (src/training.py:402) moves the vectors
+    a little differently from L."""
+    backbone = load_backbone(tiny)
+    settings = DiffusionSettings(resolution=64, learn_steps=2, kv_phase=False, sd_guidance=1.0, **NO_AUG)
+    examples = [chair_example(0)]
+    contexts = []
+    for scale in (1.0, 0.01):
+        result = learn_examples(examples, ("left", "right"), str(tmp_path / f"s{scale}.smite"),
+                                settings.replace(loss_scale=scale), backbone=backbone)
+        contexts.append(load_part_model(result.path).context)
+    assert not torch.equal(contexts[0], contexts[1])
+    torch.testing.assert_close(contexts[0], contexts[1], rtol=0, atol=0.02)

@@ -313,7 +313,7 @@ class PartLearner:
                 loss = self.step_loss(latents, labels, t, noise, context(), uncond, classes,
                                       step // len(examples), step >= kv_start)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * s.loss_scale).backward()  # src/training.py:402 (scale=0.01), :163
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 # 4. keep the best state on held-out references

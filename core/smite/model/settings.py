@@ -40,6 +40,7 @@ class DiffusionSettings:
     kv_phase: bool = True  # official default: second phase fine-tunes attn2 to_k/to_v with the vectors frozen
     kv_start_epoch: int = 51  # official: vectors learn in epochs 0..50, the k/v phase from epoch 51
     kv_lr: float = 1e-6  # Adam learning rate of the k/v phase
+    loss_scale: float = 0.01  # official: back-propagates 0.01·L, so Adam's eps 1e-8 acts as 1e-6 on the unscaled loss
     val_every: int = 50  # steps between validations when a held-out reference is given (best state kept)
     # augmentation, in model space (official values; faces: min_crop 0.6, rotate 10, 4 holes of <= 64 px, no zoom-out)
     aug_crop: float = 1.0  # probability of the square crop that keeps a class (official: every step)
@@ -103,6 +104,7 @@ class DiffusionSettings:
         need(1 <= self.aug_dropout_holes and 1 <= self.aug_dropout_min <= self.aug_dropout_max,
              "need aug_dropout_holes >= 1 and 1 <= aug_dropout_min <= aug_dropout_max")
         need(0.0 < self.aug_zoom_min <= self.aug_zoom_max <= 1.0, "need 0 < aug_zoom_min <= aug_zoom_max <= 1")
+        need(self.loss_scale > 0, f"loss_scale must be > 0, got {self.loss_scale}")
         need(self.freq_start_epoch >= 0 and self.kv_start_epoch >= 0,
              "freq_start_epoch and kv_start_epoch must be >= 0")
 
