@@ -4,8 +4,10 @@ With 1-10 references the part vectors overfit to one framing unless each step se
 reference is first stretched to the square model space (`resolution`², 512² for SD 2.1), then
 augmented there, in the authors' order (`utils/dataset.py` of alimohammadiamirhossein/smite, with
 albumentations 1.4.18 defaults): zoom-out onto black, blur, coarse dropout, flip, a square crop that
-keeps a class (resized back), rotation padded with 0. Working in model space matters: a 5-px blur of a
-2K plate vanishes when it is shrunk to 512², and hole sizes are model-space pixels. Geometry moves
+keeps a class (resized back), rotation padded with 0. Their zoom-out runs just before the resize, on
+the plate; shrinking by s after the stretch to the square is the same geometry. Working in model space
+matters: a 5-px blur of a 2K plate vanishes when it is shrunk to 512², and hole sizes are model-space
+pixels. Geometry moves
 image and labels together (labels nearest-neighbour, so ids stay ids); padding and holes are 0 in both
 (black image, background label). Every draw comes from the `rng` passed in.
 """

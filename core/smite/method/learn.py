@@ -258,9 +258,10 @@ class PartLearner:
             with torch.set_grad_enabled(kv_phase and torch.is_grad_enabled()):
                 eps_u = bb.unet(noisy, t, encoder_hidden_states=uncond).sample
             eps = eps_u + s.sd_guidance * (eps - eps_u)
-        freq_weight = s.freq_weight if epoch >= s.freq_start_epoch else 0.0
-        return (s.ce_weight * ce + s.was_weight * classes * mse + s.sd_weight * F.mse_loss(eps, noise)
-                + freq_weight * freq)
+        loss = s.ce_weight * ce + s.was_weight * classes * mse + s.sd_weight * F.mse_loss(eps, noise)
+        if epoch >= s.freq_start_epoch and s.freq_weight:  # src/training.py:154: from epoch 6 (epoch > 5)
+            loss = loss + s.freq_weight * freq
+        return loss
 
     def __call__(self, examples: Sequence[Example], parts: Sequence[str], *, val: Sequence[Example] = (),
                  progress: ProgressFn | None = None, cancel: threading.Event | None = None):
