@@ -1,14 +1,15 @@
 """Learning part vectors from a few annotated references (SMITE-METHOD §2, "learn").
 
-Reads like the paper: for each step pick a reference, augment it, noise its latent to a random
-t in U{5..100}, run the UNet with the part vectors in the text conditioning, read the cross- and
-self-attention maps, and minimise
+Reads like the paper and computes what the authors' `src/training.py` does: for each step pick a
+reference, augment it in model space, noise its latent to a random t in U{5..100}, run the UNet with
+the part vectors in the text conditioning, read the cross- and self-attention maps, and minimise
 
-    L = CE(C, M; class weights) + K·MSE(WAS(C, A), onehot(M)) + 0.005·L_SD
+    L = CE(C, M; class weights) + (K+1)·MSE(W, onehot(M)) + 0.005·L_SD + 0.001·L_freq(W, onehot(M))
 
-over the part vectors (Adam, lr 0.1). An optional second phase freezes the vectors and fine-tunes
-every cross-attention `to_k`/`to_v` (Adam, lr 1e-6). With a held-out reference the state with the
-best held-out mIoU is kept. The backbone comes in through the caller and is left as it was found.
+(W = WAS(C, A), L_freq from epoch 6, L_SD under classifier-free guidance 100) over the part vectors
+(Adam, lr 0.1). A second phase (official default) freezes the vectors and fine-tunes every
+cross-attention `to_k`/`to_v` (Adam, lr 1e-6). With a held-out reference the state with the best
+held-out mIoU is kept. The backbone comes in through the caller and is left as it was found.
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ from ..model.backbone import Backbone, load_backbone
 from ..model.encode import encode_latents, encode_prompt, labels_to_grid, to_model_images, unet_with_maps
 from ..model.parts import PartModel, save_part_model
 from ..model.settings import DiffusionSettings
-from .augment import augment
+from .augment import augment, to_model_space
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, message), as in smite.engine
-INIT_WORD = "part"  # part k starts from the encoded word at position k of "part part ..." (background: column 0)
+# The prompt the vectors start from: the authors' prompts are "background <part> <part> ..." (scripts/configs/*.sh).
+BACKGROUND_WORD = "background"
+FREQ_CUTOFF = 30  # src/frequency_filter.py:39-43: the "high-pass" zeroes the central (2·30)² shifted coefficients
+FREQ_HIGH_WEIGHT = 10.0  # src/frequency_filter.py:61: high-pass terms count 10x
 
 
 @dataclass
@@ -79,17 +83,73 @@ def class_weights(labels: Tensor, classes: int) -> Tensor:
     return weights
 
 
-def part_losses(cross: Tensor, self_attn: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """(class-weighted CE of the cross logits, MSE of the WAS map to one-hot labels).
+def part_losses(cross: Tensor, self_attn: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(class-weighted CE of the cross logits, MSE and FFT loss of the WAS map to one-hot labels).
 
-    cross `(B, P, K+1)` raw logits, self_attn `(B, P, P)`, labels `(B, P)` long. The caller scales the MSE by K.
+    cross `(B, P, K+1)` raw logits, self_attn `(B, P, P)`, labels `(B, P)` long with P a square number.
+    The caller scales the MSE by K+1 (the authors' `num_parts` counts background, src/training.py:145).
     """
     classes = cross.shape[-1]
     weights = class_weights(labels, classes).to(cross.device, cross.dtype)
     ce = F.cross_entropy(cross.reshape(-1, classes), labels.reshape(-1), weight=weights)
     target = F.one_hot(labels, classes).to(cross.dtype)
-    mse = F.mse_loss(was_map(cross, self_attn), target)
-    return ce, mse
+    was = was_map(cross, self_attn)
+    mse = F.mse_loss(was, target)
+    side = int(round(was.shape[1] ** 0.5))
+    maps = was.reshape(-1, side, side, classes).permute(0, 3, 1, 2)
+    truth = target.reshape(-1, side, side, classes).permute(0, 3, 1, 2)
+    freq = sum(frequency_loss(m, g) for m, g in zip(maps, truth))
+    return ce, mse, freq
+
+
+def frequency_loss(pred: Tensor, target: Tensor, cutoff: int = FREQ_CUTOFF) -> Tensor:
+    """The authors' FFT loss (src/frequency_filter.py:10-65): amplitude and phase MSE of the spectra.
+
+    pred, target `(C, H, W)`. Per class c, with S = fftshift(fft2(x_c)) and S_hi = S with the central
+    `[H/2 - cutoff, H/2 + cutoff)` x `[W/2 - cutoff, W/2 + cutoff)` block set to 0:
+
+        L = sum_c  mse(|S_p|, |S_t|) + mse(arg S_p, arg S_t) + 10·(mse(|S_hi_p|, |S_hi_t|) + mse(arg ..., arg ...))
+
+    Their "low-pass" mask is all ones (it sets a block of a ones-mask to 1), so the first pair is the
+    full spectrum. The zeroed coefficients count as 0 in every mean (amplitude and phase). Their complex
+    multiply by the 0 mask leaves signed zeros whose angle can read π; that adds a constant with no
+    gradient to their loss value, which we leave out: the gradients are the same.
+    """
+    spec_p = torch.fft.fftshift(torch.fft.fft2(pred), dim=(-2, -1))
+    spec_t = torch.fft.fftshift(torch.fft.fft2(target), dim=(-2, -1))
+    h, w = pred.shape[-2:]
+    high = torch.ones((h, w), dtype=torch.bool, device=pred.device)
+    high[max(h // 2 - cutoff, 0) : h // 2 + cutoff, max(w // 2 - cutoff, 0) : w // 2 + cutoff] = False
+
+    def pair(a: Tensor, b: Tensor, keep: Tensor | None = None) -> Tensor:
+        amp_a, amp_b, ph_a, ph_b = a.abs(), b.abs(), torch.angle(a), torch.angle(b)
+        if keep is not None:
+            amp_a, amp_b, ph_a, ph_b = (x * keep for x in (amp_a, amp_b, ph_a, ph_b))
+        per_class = ((amp_a - amp_b) ** 2).mean((-2, -1)) + ((ph_a - ph_b) ** 2).mean((-2, -1))
+        return per_class.sum()
+
+    return pair(spec_p, spec_t) + FREQ_HIGH_WEIGHT * pair(spec_p, spec_t, high)
+
+
+def initial_context(backbone: Backbone, parts: Sequence[str]) -> tuple[Tensor, Tensor, list[int]]:
+    """The text conditioning learning starts from: (encoded prompt `(1, 77, D)`, vectors `(K, D)`, positions).
+
+    The prompt is the authors' "background <part 1> ... <part K>" (src/embeddings.py:8-29 encodes it and
+    src/embeddings.py:87-92 puts the vectors at columns 1..K, background reading column 0). Part k starts
+    from the encoder output at the first token of its own name (theirs takes column k, the word before it;
+    SMITE-METHOD §2), so different names start from different vectors.
+    """
+    tok = backbone.tokenizer
+    position = 1 + len(tok(BACKGROUND_WORD, add_special_tokens=False).input_ids)
+    positions = []
+    for name in parts:
+        positions.append(position)
+        position += max(1, len(tok(name, add_special_tokens=False).input_ids))
+    if position >= tok.model_max_length:
+        raise BadInputError(f"the part names ({', '.join(parts)}) are too long for the text encoder's "
+                            f"{tok.model_max_length} tokens")
+    base = encode_prompt(backbone, " ".join([BACKGROUND_WORD, *parts]))
+    return base, base[0, positions].clone(), positions
 
 
 def miou(pred: Tensor, labels: Tensor, classes: int) -> float:
@@ -157,11 +217,13 @@ class PartLearner:
                 mods[f"{name}.to_k"], mods[f"{name}.to_v"] = module.to_k, module.to_v
         return mods
 
-    def _prepare(self, example: Example, classes: int, rng: np.random.Generator | None) -> tuple[Tensor, Tensor]:
+    def _prepare(self, example: Example, classes: int, rng: np.random.Generator | None,
+                 keep_class: int = 0) -> tuple[Tensor, Tensor]:
         s = self.settings
-        image, labels = example.image, example.labels
-        if rng is not None:
-            image, labels = augment(image, labels, s, rng)
+        if rng is None:
+            image, labels = to_model_space(example.image, example.labels, s.resolution)
+        else:
+            image, labels = augment(example.image, example.labels, s, rng, keep_class)
         latents = encode_latents(self.backbone, to_model_images([image], s.resolution))
         side = latents.shape[-1]
         return latents, labels_to_grid(labels, classes, side).reshape(1, -1).to(self.device)
@@ -180,6 +242,27 @@ class PartLearner:
             scores.append(miou(was_map(cross, attn).argmax(-1), labels, classes))
         return float(np.mean(scores))
 
+    def step_loss(self, latents: Tensor, labels: Tensor, t: Tensor, noise: Tensor, context: Tensor,
+                  uncond: Tensor | None, classes: int, epoch: int, kv_phase: bool) -> Tensor:
+        """The loss of one step (module doc). latents `(1, 4, h, w)`, labels `(1, h·w)`, context `(1, 77, D)`.
+
+        Under guidance the unconditional half runs with gradients in the k/v phase, as the authors' one
+        batched pass does (src/training.py:309-336): the k/v weights shape it too. In the vector phase it
+        does not depend on the vectors, so it runs without a graph.
+        """
+        s, bb = self.settings, self.backbone
+        noisy = bb.scheduler.add_noise(latents, noise, t)
+        eps, cross, attn = unet_with_maps(bb, noisy, t, context, classes)
+        ce, mse, freq = part_losses(cross, attn, labels)
+        if uncond is not None:
+            with torch.set_grad_enabled(kv_phase and torch.is_grad_enabled()):
+                eps_u = bb.unet(noisy, t, encoder_hidden_states=uncond).sample
+            eps = eps_u + s.sd_guidance * (eps - eps_u)
+        loss = s.ce_weight * ce + s.was_weight * classes * mse + s.sd_weight * F.mse_loss(eps, noise)
+        if epoch >= s.freq_start_epoch and s.freq_weight:  # src/training.py:154: from epoch 6 (epoch > 5)
+            loss = loss + s.freq_weight * freq
+        return loss
+
     def __call__(self, examples: Sequence[Example], parts: Sequence[str], *, val: Sequence[Example] = (),
                  progress: ProgressFn | None = None, cancel: threading.Event | None = None):
         """Returns (context `(77, D)`, kv deltas, losses, best step, held-out mIoU or None)."""
@@ -195,9 +278,9 @@ class PartLearner:
         rng = np.random.default_rng(s.seed)
         gen = torch.Generator().manual_seed(s.seed)
 
-        # 1. text conditioning: background = start-of-text column, part k initialised from word k
-        base = encode_prompt(bb, " ".join([INIT_WORD] * k)).to(self.device)
-        vectors = base[0, 1 : 1 + k].clone().requires_grad_(True)
+        # 1. text conditioning: background = start-of-text column, part k initialised from its own name
+        base, vectors, _ = initial_context(bb, parts)
+        base, vectors = base.to(self.device), vectors.to(self.device).requires_grad_(True)
         uncond = encode_prompt(bb, "").to(self.device) if s.sd_guidance != 1.0 else None
         kv = self._kv_modules() if kv_start < steps else {}
         originals = {name: m.weight.detach().clone() for name, m in kv.items()}
@@ -223,20 +306,15 @@ class PartLearner:
                     optimizer = torch.optim.Adam([m.weight for m in kv.values()], lr=s.kv_lr)
                 if not order:
                     order = list(rng.permutation(len(examples)))
-                latents, labels = self._prepare(examples[order.pop()], classes, rng)
-                # 3. noise to a random low timestep and read the maps
+                # the crop keeps class (step mod K+1): the authors' dataset cycles it per item (utils/dataset.py:224)
+                latents, labels = self._prepare(examples[order.pop()], classes, rng, step % classes)
+                # 3. noise to a random low timestep, read the maps, score them
                 t = torch.randint(s.learn_t_min, s.learn_t_max + 1, (1,), generator=gen).to(self.device)
                 noise = torch.randn(latents.shape, generator=gen).to(latents)
-                noisy = bb.scheduler.add_noise(latents, noise, t)
-                eps, cross, attn = unet_with_maps(bb, noisy, t, context(), classes)
-                ce, mse = part_losses(cross, attn, labels)
-                if uncond is not None:
-                    with torch.no_grad():
-                        eps_u = bb.unet(noisy, t, encoder_hidden_states=uncond).sample
-                    eps = eps_u + s.sd_guidance * (eps - eps_u)
-                loss = s.ce_weight * ce + s.was_weight * k * mse + s.sd_weight * F.mse_loss(eps, noise)
+                loss = self.step_loss(latents, labels, t, noise, context(), uncond, classes,
+                                      step // len(examples), step >= kv_start)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * s.loss_scale).backward()  # src/training.py:402 (scale=0.01), :163
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 # 4. keep the best state on held-out references

@@ -34,19 +34,32 @@ class DiffusionSettings:
     learn_t_min: int = 5  # timesteps drawn from U{t_min..t_max}: low noise keeps the image readable
     learn_t_max: int = 100
     ce_weight: float = 1.0  # class-weighted CE on the raw cross-attention logits
-    was_weight: float = 1.0  # times K: MSE between the WAS map and the one-hot labels
+    was_weight: float = 1.0  # times K+1 (classes incl. background): MSE between the WAS map and the one-hot labels
     sd_weight: float = 0.005  # noise-prediction loss keeps the vectors in the text manifold
     sd_guidance: float = 100.0  # official: classifier-free guidance scale inside the SD loss (1 = no extra pass)
+    freq_weight: float = 0.001  # official: FFT amplitude/phase loss between the WAS map and the one-hot labels
+    freq_start_epoch: int = 6  # official: the FFT loss counts from this (0-based) epoch on
     kv_phase: bool = True  # official default: second phase fine-tunes attn2 to_k/to_v with the vectors frozen
-    kv_start_epoch: int = 50  # epochs of vector learning before the k/v phase
+    kv_start_epoch: int = 51  # official: vectors learn in epochs 0..50, the k/v phase from epoch 51
     kv_lr: float = 1e-6  # Adam learning rate of the k/v phase
+    loss_scale: float = 0.01  # official: back-propagates 0.01·L, so Adam's eps 1e-8 acts as 1e-6 on the unscaled loss
     val_every: int = 50  # steps between validations when a held-out reference is given (best state kept)
-    aug_crop: float = 0.5  # probability of a random crop that keeps a part
-    aug_rotate: float = 30.0  # max rotation in degrees (use 10 for faces)
+    # augmentation, in model space (official values; faces: min_crop 0.6, rotate 10, 4 holes of <= 64 px, no zoom-out)
+    aug_crop: float = 1.0  # probability of the square crop that keeps a class (official: every step)
+    aug_min_crop: float = 0.8  # crop side ~ U(min_crop, 1) x model side (official default; cars 0.6)
+    aug_crop_keep: float = 0.3  # the crop keeps more than this fraction of the step's class
+    aug_rotate: float = 30.0  # max rotation in degrees, padded with black / background (0: off)
+    aug_rotate_p: float = 0.5  # probability of a rotation
     aug_flip: float = 0.5  # probability of a horizontal flip
-    aug_blur: float = 0.2  # probability of a Gaussian blur
-    aug_dropout: float = 0.2  # probability of coarse dropout (a few blanked rectangles)
-    aug_zoom_out: float = 0.1  # probability of shrinking the image onto a larger grey canvas
+    aug_blur: float = 0.5  # probability of a Gaussian blur at model resolution
+    aug_blur_max: int = 5  # largest (odd) blur kernel: k in {1, 3, 5} with P 1/5, 2/5, 2/5
+    aug_dropout: float = 0.3  # probability of coarse dropout (image black, labels background in the holes)
+    aug_dropout_holes: int = 8  # dropout draws 1..this many holes
+    aug_dropout_min: int = 16  # hole sides in [min, max] px of a 512² model space (scaled with resolution)
+    aug_dropout_max: int = 128
+    aug_zoom_out: float = 0.1  # probability of shrinking the view onto a black canvas of the same size
+    aug_zoom_min: float = 0.5  # zoom-out scale ~ U(zoom_min, zoom_max)
+    aug_zoom_max: float = 0.8
     # -- segmenting (§3) --
     window: int = 16  # frames per inflated-attention window
     overlap: int = 8  # frames shared by consecutive windows; their results seed the next window
@@ -90,8 +103,17 @@ class DiffusionSettings:
         need(self.guide_chunk >= 1 and self.guide_iters >= 0, "need guide_chunk >= 1 and guide_iters >= 0")
         need(0.0 <= self.crop_margin <= 0.5, f"crop_margin must be in [0, 0.5], got {self.crop_margin}")
         need(self.tracker in ("flow", "cotracker"), f"tracker must be flow or cotracker, got {self.tracker!r}")
-        for name in ("aug_crop", "aug_flip", "aug_blur", "aug_dropout", "aug_zoom_out"):
+        for name in ("aug_crop", "aug_crop_keep", "aug_rotate_p", "aug_flip", "aug_blur", "aug_dropout",
+                     "aug_zoom_out"):
             need(0.0 <= getattr(self, name) <= 1.0, f"{name} is a probability in [0, 1]")
+        need(0.0 < self.aug_min_crop <= 1.0, f"aug_min_crop must be in (0, 1], got {self.aug_min_crop}")
+        need(self.aug_blur_max >= 1 and self.aug_blur_max % 2 == 1, "aug_blur_max must be an odd kernel size >= 1")
+        need(1 <= self.aug_dropout_holes and 1 <= self.aug_dropout_min <= self.aug_dropout_max,
+             "need aug_dropout_holes >= 1 and 1 <= aug_dropout_min <= aug_dropout_max")
+        need(0.0 < self.aug_zoom_min <= self.aug_zoom_max <= 1.0, "need 0 < aug_zoom_min <= aug_zoom_max <= 1")
+        need(self.loss_scale > 0, f"loss_scale must be > 0, got {self.loss_scale}")
+        need(self.freq_start_epoch >= 0 and self.kv_start_epoch >= 0,
+             "freq_start_epoch and kv_start_epoch must be >= 0")
 
     @property
     def latent_side(self) -> int:
