@@ -244,8 +244,7 @@ def start_job(group: Any, method: str) -> Optional[Any]:
                    "last": plan["last"], "model": plan["model"]}
     python = plan["python"]
     runner = jobs.JobRunner(lambda: _clients().get(python), method, params,
-                            on_finish=lambda outcome: nuke.executeInMainThread(
-                                _finish, (name, method, result_info, outcome)))
+                            on_finish=lambda outcome: to_main_thread(_finish, name, method, result_info, outcome))
     with _session_lock:
         _session["runners"][name] = runner
     set_status(group, f"{method}: starting")
@@ -281,7 +280,7 @@ def on_send_to_farm(group: Any) -> Optional[threading.Thread]:
             text = farm.summary(farm.write_farm_files(commands, core=plan["core"]))
         except Exception as exc:  # FarmError, or anything unexpected: the artist must see it
             text = f"farm failed: {exc}"
-        nuke.executeInMainThread(_status_by_name, (name, text))
+        to_main_thread(_status_by_name, name, text)
 
     set_status(group, "farm: writing job files")
     thread = threading.Thread(target=work, name="smite-farm", daemon=True)
@@ -310,25 +309,43 @@ def shutdown_servers() -> None:
         cache.shutdown_all()
 
 
+def to_main_thread(call: Any, *args: Any) -> None:
+    """Run ``call(*args)`` on Nuke's main thread: queued from another thread, directly on the main one.
+
+    Foundry's Python dev guide ("Threading"): ``executeInMainThread`` must not be called from
+    the main thread "or NUKE will hang".
+    """
+    if threading.current_thread() is threading.main_thread():
+        call(*args)
+    else:
+        nuke.executeInMainThread(call, args)
+
+
 def _follow(name: str, method: str, runner: Any) -> None:
-    """Background thread: a ProgressTask mirrors the job; its cancel button cancels the job."""
+    """Background thread: a ProgressTask mirrors the job; its cancel button cancels the job.
+
+    A ProgressTask has no close(): its window goes when the last reference goes, so the
+    runner's hooks (a bound ``isCancelled`` holds the task) are cleared when the job ends.
+    """
     from .jobs import progress_text
 
-    task = nuke.ProgressTask(f"SMITE {method}")
-    task.setMessage("starting the SMITE server")
+    holder = [nuke.ProgressTask(f"SMITE {method}")]
+    holder[0].setMessage("starting the SMITE server")
 
     def on_progress(params: Dict[str, Any]) -> None:
         percent, message = progress_text(params)
-        task.setProgress(percent)
-        task.setMessage(message)
-        nuke.executeInMainThread(_status_by_name, (name, f"{method}: {message}"))
+        if holder:
+            holder[0].setProgress(percent)
+            holder[0].setMessage(message)
+        to_main_thread(_status_by_name, name, f"{method}: {message}")
 
     runner.on_progress = on_progress
-    runner.should_cancel = task.isCancelled
+    runner.should_cancel = lambda: bool(holder) and holder[0].isCancelled()
     try:
         runner.run()
     finally:
-        del task
+        runner.on_progress = runner.should_cancel = None
+        holder.clear()
 
 
 def _status_by_name(name: str, text: str) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import runpy
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -301,6 +302,72 @@ def test_send_to_farm_shows_the_commands_error(fake, node, tmp_path):
     assert group["status"].value() == "error: farm chunk must be at least 1, got 0"
 
 
+# --- threads and progress windows --------------------------------------------------------
+
+class _StubRunner:
+    """Stands in for jobs.JobRunner in `_follow`: reports progress once, asks about cancel, ends."""
+
+    def __init__(self):
+        self.on_progress = self.should_cancel = None
+        self.asked = []
+
+    def run(self):
+        self.on_progress({"stage": "segment", "done": 1, "total": 2})
+        self.asked.append(self.should_cancel())
+
+
+def test_progress_window_is_released_when_the_job_ends(fake, node):
+    """Defect 1: a bound ``task.isCancelled`` kept on the runner kept the ProgressTask (and its window) alive."""
+    import threading
+
+    runner = _StubRunner()
+    thread = threading.Thread(target=node._follow, args=("SMITE_Matte1", "segment", runner))
+    thread.start()
+    thread.join(10)
+    assert runner.asked == [False]
+    assert [r.title for r in fake.ProgressTask.records] == ["SMITE segment"]
+    assert fake.ProgressTask.live() == []  # runner still referenced here: nothing on it holds the task
+
+
+def test_reference_progress_window_is_released(fake, node, tmp_path):
+    scene(fake)
+    group = node.create_node()
+    group["smite_python"].setValue(sys.executable)
+    group["cache_dir"].setValue(str(tmp_path))
+    plan = node.gather(group)
+    node.prepare_shot(group, plan)
+    assert [r.title for r in fake.ProgressTask.records] == ["SMITE: rendering roto references"]
+    assert fake.ProgressTask.live() == []
+
+
+def test_fake_execute_in_main_thread_refuses_the_main_thread(fake):
+    with pytest.raises(RuntimeError, match="main thread"):
+        fake.executeInMainThread(print, ("x",))
+
+
+def test_job_end_reported_on_the_main_thread_runs_directly(fake, node, monkeypatch, tmp_path):
+    """Defect 14: a job that ends on the main thread (a runner run synchronously) must not call
+    executeInMainThread there (Nuke hangs); the status is set directly."""
+    from nuke_smite import jobs
+
+    finishes = []
+
+    class Recorder:
+        def __init__(self, client, method, params, on_finish=None):
+            finishes.append(on_finish)
+            self.thread = None
+
+    monkeypatch.setattr(jobs, "JobRunner", Recorder)
+    monkeypatch.setattr(node.threading, "Thread", lambda **kw: types.SimpleNamespace(start=lambda: None))
+    scene(fake)
+    group = node.create_node()
+    group["smite_python"].setValue(sys.executable)
+    group["cache_dir"].setValue(str(tmp_path))
+    assert node.on_learn(group) is not None, group["status"].value()
+    finishes[0](jobs.JobOutcome(jobs.FAILED, message="boom"))
+    assert group["status"].value() == "failed: boom"
+
+
 # --- end to end ---------------------------------------------------------------------------
 
 def chair_renderer(layers):
@@ -372,8 +439,9 @@ def test_segment_end_to_end_through_a_real_server(fake, node, tmp_path):
     assert fake.declared_layers == {"smite_left": ["smite_left.alpha"], "smite_right": ["smite_right.alpha"]}
     assert group.node("smite_copy_right")["from0"].value() == "smite_right.alpha"
 
-    tasks = [t for t in fake.ProgressTask.instances if t.title == "SMITE segment"]
+    tasks = [t for t in fake.ProgressTask.records if t.title == "SMITE segment"]
     assert tasks and tasks[0].progress and max(tasks[0].progress) == 100
+    assert fake.ProgressTask.live() == []  # every progress window closed
 
     # A re-run resumes (nothing left to write) and reloads the Read.
     runner = node.on_segment(group)
