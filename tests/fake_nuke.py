@@ -251,6 +251,10 @@ class Node:
         upstream = self.input(0)
         return upstream.format() if upstream is not None else Format(*ROOT_FORMAT)
 
+    def channels(self) -> List[str]:
+        """API ref nuke.Node.channels: the channels this node outputs."""
+        return sorted(self.fake.render(self, int(self.fake.root_node["first_frame"].value()))["channels"])
+
     def frame_offset(self) -> int:
         """Timeline frame minus file frame for a Read (its ``frame_mode``/``frame`` knobs)."""
         mode, text = self["frame_mode"].value(), str(self["frame"].value()).strip()
@@ -673,6 +677,8 @@ class FakeNuke(types.ModuleType):
         parent = self.group_stack[-1] if self.group_stack else self.root_node
         name = knobs.pop("name", None) or self._auto_name(parent, cls)
         node = Node(self, cls, name, parent)
+        if cls == "Input":  # Nuke numbers a group's Inputs in the order they are made
+            node._knobs["number"]._value = sum(1 for n in parent.children if n.Class() == "Input")
         for key, value in knobs.items():
             node[key].setValue(value)
         parent.children.append(node)

@@ -128,29 +128,123 @@ def test_bad_layer_name_is_reported(fake, node):
 
 # --- reference rendering ------------------------------------------------------------------
 
-def test_render_references_isolates_each_layer_and_cleans_up(fake, node, tmp_path):
+GROUP_NODES = ["Input", "Input", "Read", "Output"]
+
+
+def _alpha_recorder(fake, seen):
+    """A renderer that records, per Write call, the file and what the symbolic alpha holds."""
+    def renderer(write, frame):
+        image = fake.render(write, frame)
+        seen.append((write["file"].value(), frame, sorted(image["channels"].get("rgba.alpha", ())), image["bbox"]))
+    return renderer
+
+
+def _knob_scripts(node):
+    return {name: knob.toScript() for name, knob in node.knobs().items()}
+
+
+def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_path):
+    """Defect 2: each reference holds its part's shapes only, a sub-layer's shapes included."""
     from nuke_smite import render_refs
     from nuke_smite.manifest import CachePaths
 
     read, roto, layers = scene(fake)
+    layers[1].children.append(RotoLayer("sub", [RotoShape("Bezier3", [5.0])]))
+    roto["curves"].changed()
     group = node.create_node()
     seen = []
-
-    def renderer(write, frame):
-        seen.append((write["file"].value(), frame, [layer.name for layer in layers if layer.getVisible(frame)]))
-        assert write.input(0).input(0) is group.node("plate") and write.input(0).input(1) is group.node("roto")
-
-    fake.renderer = renderer
+    fake.renderer = _alpha_recorder(fake, seen)
     paths = CachePaths(str(tmp_path))
     masks = render_refs.render_references(group, roto, [0, 5], paths)
-    ref = paths.ref_pattern
-    assert seen == [(ref("left"), 0, ["left"]), (ref("left"), 5, ["left"]),
-                    (ref("right"), 0, ["right"]), (ref("right"), 5, ["right"])]
+    ref = lambda part, f: paths.ref_file(part, f).replace(os.sep, "/")  # noqa: E731
+    assert [s[:3] for s in seen] == [(ref("left", 0), 0, ["Bezier1"]), (ref("left", 5), 5, ["Bezier1"]),
+                                     (ref("right", 0), 0, ["Bezier2", "Bezier3"]),
+                                     (ref("right", 5), 5, ["Bezier2", "Bezier3"])]
     assert masks == {0: {"left": paths.ref_file("left", 0), "right": paths.ref_file("right", 0)},
                      5: {"left": paths.ref_file("left", 5), "right": paths.ref_file("right", 5)}}
-    assert all(layer.getVisible(f) for layer in layers for f in (0, 5))
-    assert [n.Class() for n in group.nodes()] == ["Input", "Input", "Read", "Output"]  # temp nodes gone
+    assert [n.Class() for n in group.nodes()] == GROUP_NODES  # temp nodes gone
     assert not fake.group_stack
+
+
+def test_render_references_leave_the_artists_roto_byte_identical(fake, node, tmp_path):
+    """Defect 2: no visibility keys (saved with the script, undo steps) on the artist's Roto."""
+    from nuke_smite import render_refs
+    from nuke_smite.manifest import CachePaths
+
+    read, roto, layers = scene(fake)
+    before = _knob_scripts(roto)
+    group = node.create_node()
+    fake.renderer = _alpha_recorder(fake, [])
+    render_refs.render_references(group, roto, [0, 5], CachePaths(str(tmp_path)))
+    assert _knob_scripts(roto) == before
+    assert all(not layer.vis_calls for layer in layers)
+
+
+def test_a_shape_outside_any_layer_is_refused_by_name(fake, node, tmp_path):
+    """Defect 3: a shape under the Roto's root belongs to no part."""
+    read, roto, layers = scene(fake)
+    roto["curves"].rootLayer.append(RotoShape("Bezier9", [0.0]))
+    group = node.create_node()
+    group["smite_python"].setValue(sys.executable)
+    group["cache_dir"].setValue(str(tmp_path))
+    assert node.on_segment(group) is None
+    assert group["status"].value() == ("error: Roto1: 'Bezier9' is not in a layer: put every shape in a "
+                                       "top-level layer named after its part")
+
+
+def test_references_ignore_the_roto_bg_and_read_its_output_channel(fake, node, tmp_path):
+    """Defect 5: the Roto draws over its bg (a plate with alpha would whiten every reference) into
+    its `output` channels (not always rgba.alpha)."""
+    from nuke_smite import render_refs
+    from nuke_smite.manifest import CachePaths
+
+    read, roto, layers = scene(fake)
+    read.has_alpha = True
+    roto.setInput(0, read)
+    roto["output"].setValue("mask")
+    group = node.create_node()
+    seen = []
+    fake.renderer = _alpha_recorder(fake, seen)
+    render_refs.render_references(group, roto, [0], CachePaths(str(tmp_path)))
+    assert [s[2] for s in seen] == [["Bezier1"], ["Bezier2"]]
+
+
+def test_references_are_cropped_to_the_plate_format(fake, node, tmp_path):
+    """Defect 4: a shape crossing the frame edge must not grow the reference past the format."""
+    from nuke_smite import render_refs
+    from nuke_smite.manifest import CachePaths
+
+    read, roto, layers = scene(fake)
+    read.format_size = (80, 60)
+    layers[0].children[0].bbox = (-12, -5, 95, 30)
+    roto["curves"].changed()
+    group = node.create_node()
+    seen = []
+    fake.renderer = _alpha_recorder(fake, seen)
+    render_refs.render_references(group, roto, [0], CachePaths(str(tmp_path)))
+    assert [s[3] for s in seen] == [(0, 0, 80, 60)] * 2  # the format, not (-12, -5, 95, 60)
+
+
+def test_paint_strokes_key_at_their_lifetime(fake, node, tmp_path):
+    """Defect 6: a stroke's points carry no keys; its lifetime places it in time."""
+    from fake_nuke import LIFETIME_ALL, LIFETIME_RANGE, LIFETIME_SINGLE, RotoStroke
+    from nuke_smite import render_refs
+    from nuke_smite.manifest import CachePaths
+
+    read, roto, layers = scene(fake, 0, 9)
+    layers[0].children.append(RotoStroke("Brush1", lifetime=(LIFETIME_SINGLE, 3, 3)))
+    layers[1].children.append(RotoStroke("Brush2", lifetime=(LIFETIME_RANGE, 7, 8)))
+    layers[1].children.append(RotoStroke("Brush3", lifetime=(LIFETIME_ALL, 0, 0)))
+    roto["curves"].changed()
+    assert render_refs.roto_keyframes(roto) == [0, 3, 5, 7]
+    group = node.create_node()
+    seen = []
+    fake.renderer = _alpha_recorder(fake, seen)
+    render_refs.render_references(group, roto, [3, 7], CachePaths(str(tmp_path)))
+    assert [s[2] for s in seen] == [["Bezier1", "Brush1"], ["Bezier1"], ["Bezier2", "Brush3"], ["Bezier2", "Brush2", "Brush3"]]
+    layers[0].children.append(RotoStroke("Brush4", lifetime=(1, 0, 3)))  # "start to frame"
+    with pytest.raises(ValueError, match="paint stroke 'Brush4': set its lifetime"):
+        render_refs.roto_keyframes(roto)
 
 
 def test_render_failure_still_deletes_the_temporary_nodes(fake, node, tmp_path):
@@ -158,6 +252,7 @@ def test_render_failure_still_deletes_the_temporary_nodes(fake, node, tmp_path):
     from nuke_smite.manifest import CachePaths
 
     read, roto, layers = scene(fake)
+    before = _knob_scripts(roto)
     group = node.create_node()
 
     def renderer(write, frame):
@@ -166,8 +261,8 @@ def test_render_failure_still_deletes_the_temporary_nodes(fake, node, tmp_path):
     fake.renderer = renderer
     with pytest.raises(RuntimeError):
         render_refs.render_references(group, roto, [0], CachePaths(str(tmp_path)))
-    assert [n.Class() for n in group.nodes()] == ["Input", "Input", "Read", "Output"]
-    assert all(layer.getVisible(0) for layer in layers) and not fake.group_stack
+    assert [n.Class() for n in group.nodes()] == GROUP_NODES
+    assert _knob_scripts(roto) == before and not fake.group_stack
 
 
 # --- results ------------------------------------------------------------------------------
@@ -255,7 +350,7 @@ def test_send_to_farm_writes_a_valid_openjd_template_and_deadline_files(fake, no
     import yaml
 
     read, roto, layers = scene(fake, 0, 20)
-    fake.renderer = chair_renderer(layers)
+    fake.renderer = chair_renderer(fake)
     group = node.create_node()
     group["smite_python"].setValue(sys.executable)
     cache = tmp_path / "cache"
@@ -370,24 +465,27 @@ def test_job_end_reported_on_the_main_thread_runs_directly(fake, node, monkeypat
 
 # --- end to end ---------------------------------------------------------------------------
 
-def chair_renderer(layers):
-    """Fake Nuke render of the roto alpha: the chair mask, split at its median column into left/right."""
+def chair_renderer(fake, layers=None):
+    """Fake Nuke render of a reference: the chair mask, split at its median column into left/right;
+    shape Bezier1 draws the left half, Bezier2 the right (what the symbolic render says is in alpha)."""
     from PIL import Image
     from smite.io.image import write_image
-    from smite.io.sequence import frame_path
+
+    halves_of = {"Bezier1": "left", "Bezier2": "right"}
 
     def render(write, frame):
-        labels = np.array(Image.open(os.path.join(CHAIR, "masks", f"{frame:05d}.png")))
+        drawn = fake.render(write, frame)["channels"].get("rgba.alpha", frozenset())
+        path = write["file"].value()
+        plate_frame = int(path.rsplit(".", 2)[-2])
+        labels = np.array(Image.open(os.path.join(CHAIR, "masks", f"{plate_frame:05d}.png")))
         obj = labels == 1
         cut = int(np.median(np.nonzero(obj)[1]))
         halves = {"left": obj.copy(), "right": obj.copy()}
         halves["left"][:, cut:] = False
         halves["right"][:, :cut] = False
         alpha = np.zeros(obj.shape, np.float32)
-        for layer in layers:
-            if layer.getVisible(frame):
-                alpha = np.maximum(alpha, halves[layer.name].astype(np.float32))
-        path = frame_path(write["file"].value(), frame)
+        for name in drawn:
+            alpha = np.maximum(alpha, halves[halves_of[name]].astype(np.float32))
         write_image(path, alpha[:, :, None], dtype="half", channel_names=["A"])
 
     return render
@@ -398,7 +496,7 @@ def test_segment_end_to_end_through_a_real_server(fake, node, tmp_path):
     import OpenImageIO as oiio
 
     read, roto, layers = scene(fake, 0, 5)
-    fake.renderer = chair_renderer(layers)
+    fake.renderer = chair_renderer(fake)
     group = node.create_node()
     group["smite_python"].setValue(sys.executable)
     cache = tmp_path / "cache"
