@@ -265,6 +265,107 @@ def test_render_failure_still_deletes_the_temporary_nodes(fake, node, tmp_path):
     assert _knob_scripts(roto) == before and not fake.group_stack
 
 
+# --- plate frames, proxy, views, evaluated paths ------------------------------------------
+
+def _prepared(fake, node, group, tmp_path):
+    group["smite_python"].setValue(sys.executable)
+    group["cache_dir"].setValue(str(tmp_path))
+    plan = node.gather(group)
+    return plan, json.loads(open(node.prepare_shot(group, plan)).read())
+
+
+def test_start_at_read_maps_timeline_keys_to_plate_frames(fake, node, tmp_path):
+    """Defect 7: Roto keys and nuke.execute count timeline frames, the shot counts plate file frames."""
+    read, roto, layers = scene(fake, 0, 5)
+    read["frame_mode"].setValue("start at")
+    read["frame"].setValue("1001")
+    layers[0].children[0] = RotoShape("Bezier1", [1001.0, 1006.0])
+    layers[1].children[0] = RotoShape("Bezier2", [1006.0])
+    group = node.create_node()
+    assert group["keyframes"].value() == "1001,1006"
+    plan, shot = _prepared(fake, node, group, tmp_path)
+    assert plan["offset"] == 1001 and shot["frames"] == "0-5"
+    assert [r["frame"] for r in shot["references"]] == [0, 5]
+    assert shot["references"][1]["masks"]["right"] == "refs/right.0005.exr"
+    executed = [(c[2], os.path.basename(c[3])) for c in fake.calls if c[0] == "execute"]
+    assert executed == [(1001, "left.0000.exr"), (1006, "left.0005.exr"),
+                        (1001, "right.0000.exr"), (1006, "right.0005.exr")]
+    matte_read = node.apply_results(group, ["left", "right"], "/m/mattes.####.exr", 0, 5, plan["offset"])
+    assert matte_read.firstFrame() == read.firstFrame() == 1001  # mattes sit on the plate's timeline frames
+
+
+def test_offset_read_and_keyframes_outside_its_timeline_range(fake, node, tmp_path):
+    read, roto, layers = scene(fake, 0, 5)
+    read["frame_mode"].setValue("offset")
+    read["frame"].setValue("10")
+    group = node.create_node()
+    group["keyframes"].setValue("10,15")
+    plan, shot = _prepared(fake, node, group, tmp_path)
+    assert [r["frame"] for r in shot["references"]] == [0, 5]
+    group["keyframes"].setValue("5")
+    with pytest.raises(ValueError, match="keyframe 5 is outside the plate's frames 10-15"):
+        node.gather(group)
+    read["frame_mode"].setValue("expression")
+    read["frame"].setValue("frame*2")
+    with pytest.raises(ValueError, match="Read1: frame expression 'frame\\*2' cannot be mapped"):
+        node.gather(group)
+
+
+@pytest.mark.parametrize("cls", ["TimeOffset", "Retime", "Transform", "Reformat"])
+def test_a_node_between_the_read_and_input_0_is_refused_by_name(fake, node, cls):
+    """Defect 7: a retime or transform between Read and input 0 would mislabel frames or pixels."""
+    read, roto, layers = scene(fake)
+    group = node.create_node()
+    between = fake.create(cls, name=f"{cls}1")
+    between.setInput(0, read)
+    dot = fake.create("Dot", name="Dot1")
+    dot.setInput(0, between)
+    group.setInput(0, dot)
+    assert node.on_segment(group) is None
+    assert group["status"].value() == (f"error: {cls}1 ({cls}) sits between the plate Read and input 0: "
+                                       "connect the plate Read directly (only Dots may sit in between)")
+    group.setInput(0, fake.create("Dot", name="Dot2"))
+    group.input(0).setInput(0, read)  # a Dot alone is fine
+    group["smite_python"].setValue("/nonexistent/python")
+    node.on_segment(group)
+    assert group["status"].value().startswith("error: core python not found")
+
+
+def test_proxy_mode_is_refused(fake, node, tmp_path):
+    """Defect 8: nuke.filename and renders follow root.proxy; references must be full resolution."""
+    read, roto, layers = scene(fake)
+    read["proxy"].setValue("/proxy/plate.%04d.jpg")
+    fake.root()["proxy"].setValue(True)
+    assert fake.filename(read) == "/proxy/plate.%04d.jpg"  # what the old node would have sent
+    group = node.create_node()
+    assert node.on_segment(group) is None
+    assert group["status"].value().startswith("error: proxy mode is on")
+
+
+def test_file_knobs_are_evaluated(fake, node, tmp_path, monkeypatch):
+    """Defect 12: `[getenv ...]` / `[value root.name]` paths are evaluated, not sent as typed."""
+    monkeypatch.setenv("SMITE_TEST_PLATES", CHAIR)
+    read, roto, layers = scene(fake)
+    read["file"].setValue("[getenv SMITE_TEST_PLATES]/frames/%05d.jpg")
+    group = node.create_node()
+    group["smite_python"].setValue(sys.executable)
+    monkeypatch.setenv("SMITE_TEST_CACHE", str(tmp_path))
+    group["cache_dir"].setValue("$env(SMITE_TEST_CACHE)/shot")
+    plan = node.gather(group)
+    assert plan["plate"] == os.path.join(CHAIR, "frames", "%05d.jpg").replace(os.sep, "/")
+    assert plan["paths"].root == str(tmp_path / "shot")
+
+
+def test_a_stereo_script_renders_one_view(fake, node, tmp_path):
+    """Defect 9: nuke.execute renders every view unless told one."""
+    fake.views_list = ["left", "right"]
+    read, roto, layers = scene(fake)
+    group = node.create_node()
+    _prepared(fake, node, group, tmp_path)
+    views = {tuple(c[4]) for c in fake.calls if c[0] == "execute"}
+    assert views == {("left",)}
+
+
 # --- results ------------------------------------------------------------------------------
 
 def test_apply_results_is_idempotent_and_reloads(fake, node):
