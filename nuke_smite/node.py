@@ -280,11 +280,11 @@ def start_job(group: Any, method: str) -> Optional[Any]:
                    "last": plan["last"], "offset": plan["offset"], "model": plan["model"]}
     python = plan["python"]
     runner = jobs.JobRunner(lambda: _clients().get(python), method, params,
-                            on_finish=lambda outcome: to_main_thread(_finish, name, method, result_info, outcome))
+                            on_finish=lambda outcome: to_main_thread(_finish, group, method, result_info, outcome))
     with _session_lock:
         _session["runners"][name] = runner
     set_status(group, f"{method}: starting")
-    runner.thread = threading.Thread(target=_follow, args=(name, method, runner), name=f"smite-{method}", daemon=True)
+    runner.thread = threading.Thread(target=_follow, args=(group, method, runner), name=f"smite-{method}", daemon=True)
     runner.thread.start()
     return runner
 
@@ -316,7 +316,7 @@ def on_send_to_farm(group: Any) -> Optional[threading.Thread]:
             text = farm.summary(farm.write_farm_files(commands, core=plan["core"]))
         except Exception as exc:  # FarmError, or anything unexpected: the artist must see it
             text = f"farm failed: {exc}"
-        to_main_thread(_status_by_name, name, text)
+        to_main_thread(_status_on, group, text)
 
     set_status(group, "farm: writing job files")
     thread = threading.Thread(target=work, name="smite-farm", daemon=True)
@@ -357,7 +357,7 @@ def to_main_thread(call: Any, *args: Any) -> None:
         nuke.executeInMainThread(call, args)
 
 
-def _follow(name: str, method: str, runner: Any) -> None:
+def _follow(group: Any, method: str, runner: Any) -> None:
     """Background thread: a ProgressTask mirrors the job; its cancel button cancels the job.
 
     A ProgressTask has no close(): its window goes when the last reference goes, so the
@@ -373,7 +373,7 @@ def _follow(name: str, method: str, runner: Any) -> None:
         if holder:
             holder[0].setProgress(percent)
             holder[0].setMessage(message)
-        to_main_thread(_status_by_name, name, f"{method}: {message}")
+        to_main_thread(_status_on, group, f"{method}: {message}")
 
     runner.on_progress = on_progress
     runner.should_cancel = lambda: bool(holder) and holder[0].isCancelled()
@@ -384,16 +384,27 @@ def _follow(name: str, method: str, runner: Any) -> None:
         holder.clear()
 
 
-def _status_by_name(name: str, text: str) -> None:
-    group = nuke.toNode(name)
-    if group is not None:
+def _attached(group: Any) -> bool:
+    """False once the node is deleted (its Python object then raises ValueError on any use).
+
+    Jobs keep the node's own object, not its name: ``nuke.toNode`` resolves a name in the
+    current group context and misses a node renamed while its job ran.
+    """
+    try:
+        group.name()
+        return True
+    except ValueError:
+        return False
+
+
+def _status_on(group: Any, text: str) -> None:
+    if _attached(group):
         set_status(group, text)
 
 
-def _finish(name: str, method: str, info: Dict[str, Any], outcome: Any) -> None:
+def _finish(group: Any, method: str, info: Dict[str, Any], outcome: Any) -> None:
     """Main thread: show how the job ended; bring a segment's mattes into the graph."""
-    group = nuke.toNode(name)
-    if group is None:  # the node was deleted while the job ran
+    if not _attached(group):  # the node was deleted while the job ran
         return
     if outcome.ok and method == SEGMENT:
         apply_results(group, info["parts"], info["mattes"], info["first"], info["last"], info["offset"])

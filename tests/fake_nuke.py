@@ -199,18 +199,28 @@ class Node:
         knob.node = self
         self._knobs[knob.name()] = knob
 
+    def _check_attached(self) -> None:
+        # A Python node object outlives its node: once deleted, any use raises this ValueError
+        # (the error public Nuke tools guard for: "A PythonObject is not attached to a node").
+        if getattr(self, "deleted", False):
+            raise ValueError("A PythonObject is not attached to a node")
+
     def Class(self) -> str:
+        self._check_attached()
         return self._class
 
     def name(self) -> str:
+        self._check_attached()
         return self._knobs["name"].value()
 
     def fullName(self) -> str:
+        self._check_attached()
         if self._parent is None or self._parent is self.fake.root_node:
             return self.name()
         return self._parent.fullName() + "." + self.name()
 
     def __getitem__(self, key: str) -> Knob:
+        self._check_attached()
         try:
             return self._knobs[key]
         except KeyError:
@@ -783,6 +793,11 @@ class FakeNuke(types.ModuleType):
             raise ValueError(f"fake nuke: delete of a node that is not in the graph: {node!r}")
         parent.children.remove(node)
         self.calls.append(("delete", node.Class(), node.name()))
+        stack = [node]
+        while stack:
+            gone = stack.pop()
+            gone.deleted = True
+            stack.extend(gone.children)
 
     def execute(self, node: Node, start: int, end: int, incr: int = 1, views: Optional[List[str]] = None,
                 continueOnError: bool = False) -> None:

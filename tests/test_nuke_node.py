@@ -564,6 +564,42 @@ def test_job_end_reported_on_the_main_thread_runs_directly(fake, node, monkeypat
     assert group["status"].value() == "failed: boom"
 
 
+def test_job_results_reach_the_node_after_a_rename_and_from_inside_another_group(fake, node, monkeypatch, tmp_path):
+    """Defect 11: nuke.toNode(fullName) is relative to the current group context and misses a
+    renamed node; the node keeps its own handle."""
+    from nuke_smite import jobs
+
+    finishes = []
+
+    class Recorder:
+        def __init__(self, client, method, params, on_finish=None):
+            finishes.append(on_finish)
+            self.thread = None
+
+    monkeypatch.setattr(jobs, "JobRunner", Recorder)
+    monkeypatch.setattr(node, "_follow", lambda name, method, runner: None)
+    scene(fake)
+    group = node.create_node()
+    group["smite_python"].setValue(sys.executable)
+    group["cache_dir"].setValue(str(tmp_path))
+    assert node.on_learn(group) is not None and node.on_learn(group) is not None
+    group["name"].setValue("chair_matte")
+    other = fake.create("Group", name="Comp")
+    import threading
+    with other:  # the artist is working inside another group when the job ends
+        t = threading.Thread(target=finishes[0], args=(jobs.JobOutcome(jobs.FAILED, message="boom"),))
+        t.start()
+        t.join()
+        fake.pump(lambda: not fake.main_queue)
+    assert group["status"].value() == "failed: boom"
+    nuke_delete = fake.delete
+    nuke_delete(group)  # deleted while the second job ran: its end is dropped quietly
+    t = threading.Thread(target=finishes[1], args=(jobs.JobOutcome(jobs.DONE, message="learn done"),))
+    t.start()
+    t.join()
+    fake.pump(lambda: not fake.main_queue)
+
+
 # --- end to end ---------------------------------------------------------------------------
 
 def chair_renderer(fake, layers=None):
