@@ -45,7 +45,9 @@ def create_node() -> Any:
     selected = nuke.selectedNodes()
     plate = next((n for n in selected if n.Class() == "Read"), None)
     roto = next((n for n in selected if n.Class() in render_refs.ROTO_CLASSES), None)
-    group = nuke.nodes.Group(name=_unique_name(NODE_NAME))
+    # createNode places the group under the selection as the artist expects; its panel opens once
+    # the SMITE knobs exist. Nodes inside (and the render's temporary nodes) use nuke.nodes.
+    group = nuke.createNode("Group", f"name {_unique_name(NODE_NAME)}", inpanel=False)
     group.begin()
     try:
         plate_in = nuke.nodes.Input(name="plate")  # first Input = input 0
@@ -56,14 +58,15 @@ def create_node() -> Any:
     finally:
         group.end()
     _add_knobs(group)
-    if plate is not None:
-        group.setInput(0, plate)
+    group.setInput(0, plate)  # createNode wired input 0 to the last selected node, whatever it was
     if roto is not None:
         group.setInput(1, roto)
         try:
             group["keyframes"].setValue(format_keyframes(render_refs.roto_keyframes(roto)))
         except Exception:  # an odd Roto must not stop the node from being made
             pass
+    if nuke.GUI:
+        group.showControlPanel()
     return group
 
 

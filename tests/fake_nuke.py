@@ -294,6 +294,10 @@ class Node:
     def __exit__(self, *exc: Any) -> None:
         self.end()
 
+    def showControlPanel(self, forceFloat: bool = False) -> None:
+        """API ref nuke.Node.showControlPanel: records the knobs the panel opened with."""
+        self.fake.calls.append(("panel", self.name(), sorted(self._knobs)))
+
     # Group API
     def _need_group(self, what: str) -> None:
         if self._class not in ("Group", "Root"):
@@ -643,6 +647,7 @@ class FakeNuke(types.ModuleType):
         self.renderer: Optional[Callable[[Node, int], None]] = None
         self.menus: Dict[str, Menu] = {}
         self.nodes = _NodeFactory(self)
+        self.GUI = True  # API ref nuke.GUI: True when Nuke runs with its interface
         self.ProgressTask = ProgressTask
         self.views_list: List[str] = ["main"]
         ProgressTask.records = []
@@ -778,6 +783,29 @@ class FakeNuke(types.ModuleType):
             if node is None:
                 return None
         return node
+
+    def createNode(self, node: str, knobs: str = "", inpanel: bool = True) -> Node:
+        """API ref nuke.createNode(node, knobs, inpanel): as the artist would (knob defaults and user
+        callbacks run, placed under and connected to the selection, panel opened when
+        ``inpanel``); ``knobs`` is a TCL list of name/value pairs (plain words here)."""
+        if node not in NODE_KNOBS or node == "Root":
+            raise FakeNukeError(f"fake nuke: unknown node class {node!r}")
+        words = knobs.split()
+        if len(words) % 2:
+            raise ValueError("createNode knobs: a TCL list of name value pairs")
+        values = dict(zip(words[::2], words[1::2]))
+        created = self.create(node, name=values.pop("name", None))
+        for key, value in values.items():
+            created[key].fromScript(json.dumps(value))
+        if self.selected:
+            below = self.selected[-1]
+            created["xpos"]._value = below["xpos"].value()
+            created["ypos"]._value = below["ypos"].value() + 60
+            created._inputs[0] = below
+        self.calls.append(("createNode", node, created.name(), bool(inpanel)))
+        if inpanel:
+            created.showControlPanel()
+        return created
 
     def selectedNodes(self) -> List[Node]:
         return list(self.selected)

@@ -111,6 +111,22 @@ def test_create_node_builds_the_group_and_wires_the_selection(fake, node):
     assert node.create_node().name() == "SMITE_Matte2"
 
 
+def test_toolbar_creates_the_group_like_create_node_and_opens_the_finished_panel(fake, node):
+    """Defect 13: placed under the selection by nuke.createNode; its panel opens once the SMITE
+    knobs exist; the nodes inside are plain nuke.nodes (no artist-facing creation callbacks)."""
+    read, roto, _ = scene(fake)
+    read["xpos"].setValue(100)
+    group = node.create_node()
+    created = [c for c in fake.calls if c[0] == "createNode"]
+    assert created == [("createNode", "Group", "SMITE_Matte1", False)]
+    assert group["xpos"].value() == roto["xpos"].value() and group["ypos"].value() > roto["ypos"].value()
+    panels = [c for c in fake.calls if c[0] == "panel"]
+    assert len(panels) == 1 and panels[0][1] == "SMITE_Matte1" and "segment" in panels[0][2]
+    fake.selected = [roto]  # createNode wires input 0 to the selection; a Roto is no plate
+    second = node.create_node()
+    assert second.input(0) is None and second.input(1) is roto
+
+
 def test_segment_without_a_plate_says_so_on_the_status_line(fake, node):
     fake.selected = []
     group = node.create_node()
