@@ -18,7 +18,6 @@ ask what a Write would have written without pixels.
 
 from __future__ import annotations
 
-import copy as _copy
 import json
 import os
 import re
