@@ -45,7 +45,9 @@ def create_node() -> Any:
     selected = nuke.selectedNodes()
     plate = next((n for n in selected if n.Class() == "Read"), None)
     roto = next((n for n in selected if n.Class() in render_refs.ROTO_CLASSES), None)
-    group = nuke.nodes.Group(name=_unique_name(NODE_NAME))
+    # createNode places the group under the selection as the artist expects; its panel opens once
+    # the SMITE knobs exist. Nodes inside (and the render's temporary nodes) use nuke.nodes.
+    group = nuke.createNode("Group", f"name {_unique_name(NODE_NAME)}", inpanel=False)
     group.begin()
     try:
         plate_in = nuke.nodes.Input(name="plate")  # first Input = input 0
@@ -56,14 +58,15 @@ def create_node() -> Any:
     finally:
         group.end()
     _add_knobs(group)
-    if plate is not None:
-        group.setInput(0, plate)
+    group.setInput(0, plate)  # createNode wired input 0 to the last selected node, whatever it was
     if roto is not None:
         group.setInput(1, roto)
         try:
             group["keyframes"].setValue(format_keyframes(render_refs.roto_keyframes(roto)))
         except Exception:  # an odd Roto must not stop the node from being made
             pass
+    if nuke.GUI:
+        group.showControlPanel()
     return group
 
 
@@ -116,39 +119,72 @@ def set_status(group: Any, text: str) -> None:
 
 # --- gathering what the job needs ----------------------------------------------------------
 
+def plate_frame_offset(read: Any) -> int:
+    """Timeline frame minus plate file frame for a Read (its ``frame_mode``/``frame`` knobs).
+
+    Roto keys and ``nuke.execute`` count timeline frames; the shot manifest counts the files'
+    own frames. A frame expression other than plain ``frame`` cannot be mapped: ValueError.
+    """
+    mode = str(read["frame_mode"].value())
+    text = str(read["frame"].value()).strip()
+    try:
+        if mode == "start at":
+            return int(text or read["first"].value()) - int(read["first"].value())
+        if mode == "offset":
+            return int(text or 0)
+    except ValueError:
+        raise ValueError(f"{read.name()}: frame '{text}' is not a whole number") from None
+    if text in ("", "frame"):
+        return 0
+    raise ValueError(f"{read.name()}: frame expression '{text}' cannot be mapped to plate frames "
+                     "(use frame mode 'start at' or 'offset')")
+
+
 def gather(group: Any) -> Dict[str, Any]:
     """Plain values for a job from the node's knobs and inputs; ValueError naming what is missing."""
-    read = render_refs.find_upstream(group.input(0), ("Read",))
+    if bool(nuke.root()["proxy"].value()):
+        raise ValueError("proxy mode is on: switch it off (references and mattes are made at full resolution)")
+    read = render_refs.direct_source(group, 0, ("Read",), "plate Read")
     if read is None:
         raise ValueError("connect the plate Read to input 0 (plate)")
-    roto = render_refs.find_upstream(group.input(1), render_refs.ROTO_CLASSES)
+    roto = render_refs.direct_source(group, 1, render_refs.ROTO_CLASSES, "Roto")
     if roto is None:
         raise ValueError("connect a Roto/RotoPaint (one layer per part) to input 1 (roto)")
-    plate = plate_pattern(nuke.filename(read) or read["file"].value())
+    # The full-resolution file knob, TCL and variables evaluated (nuke.filename would follow proxy mode).
+    plate = plate_pattern(read["file"].getEvaluatedValue() or read["file"].value())
     first, last = int(read["first"].value()), int(read["last"].value())
+    offset = plate_frame_offset(read)
     colorspace = plate_colorspace(str(read["colorspace"].value()), bool(read["raw"].value()))
-    parts = check_part_names([layer.name for layer in render_refs.top_level_layers(roto)])
+    parts = check_part_names([layer.name for layer in render_refs.part_layers(roto)])
     key_text = group["keyframes"].value().strip()
     frames = parse_keyframes(key_text) if key_text else render_refs.roto_keyframes(roto)
-    check_in_range(frames, first, last)
+    check_in_range(frames, first + offset, last + offset)
     if not key_text:
         group["keyframes"].setValue(format_keyframes(frames))
-    cache = group["cache_dir"].value().strip() or default_cache_dir(nuke.root()["name"].value(), group.name())
-    python = hostconfig.resolve_python(group["smite_python"].value())
+    cache = _file_knob(group, "cache_dir") or default_cache_dir(nuke.root()["name"].value(), group.name())
+    python = hostconfig.resolve_python(_file_knob(group, "smite_python"))
     if not python or not os.path.isfile(python):
         raise ValueError(f"core python not found: {python or '(not set)'} (run install/nuke_install.py)")
-    core = hostconfig.resolve_core(group["smite_core"].value())
+    core = hostconfig.resolve_core(_file_knob(group, "smite_core"))
     if not core:
         raise ValueError("core source folder not found: set 'core source' to <smite repo>/core")
     paths = CachePaths(cache)
+    views = nuke.views()
     return {
-        "read": read, "roto": roto, "plate": plate, "first": first, "last": last, "colorspace": colorspace,
-        "parts": parts, "keyframes": frames, "paths": paths, "python": python, "core": core,
+        "read": read, "roto": roto, "plate": plate, "first": first, "last": last, "offset": offset,
+        "colorspace": colorspace, "parts": parts, "keyframes": frames, "paths": paths, "python": python,
+        "core": core, "view": views[0] if views else None,
         "backend": str(group["backend"].value()) or BACKENDS[0],
-        "model": group["model_file"].value().strip() or paths.model,
-        "segment_model": segment_part_model(group["model_file"].value(), paths.model),
-        "sd_model": group["sd_model"].value().strip(),
+        "model": _file_knob(group, "model_file") or paths.model,
+        "segment_model": segment_part_model(_file_knob(group, "model_file"), paths.model),
+        "sd_model": _file_knob(group, "sd_model"),
     }
+
+
+def _file_knob(group: Any, name: str) -> str:
+    """A File knob's path with ``[value ...]``, ``[getenv ...]`` and the like evaluated, stripped."""
+    knob = group[name]
+    return (knob.getEvaluatedValue() or "").strip() if str(knob.value()).strip() else ""
 
 
 def prepare_shot(group: Any, plan: Dict[str, Any]) -> str:
@@ -161,7 +197,8 @@ def prepare_shot(group: Any, plan: Dict[str, Any]) -> str:
         return not task.isCancelled()
 
     try:
-        masks = render_refs.render_references(group, plan["roto"], plan["keyframes"], plan["paths"], progress)
+        masks = render_refs.render_references(group, plan["roto"], plan["keyframes"], plan["paths"], progress,
+                                              frame_offset=plan["offset"], view=plan["view"])
     finally:
         del task
     paths: CachePaths = plan["paths"]
@@ -173,11 +210,13 @@ def prepare_shot(group: Any, plan: Dict[str, Any]) -> str:
 # --- buttons -------------------------------------------------------------------------------
 
 def on_keys_from_roto(group: Any) -> None:
-    roto = render_refs.find_upstream(group.input(1), render_refs.ROTO_CLASSES)
-    if roto is None:
-        set_status(group, "error: connect a Roto to input 1 (roto)")
-        return
-    group["keyframes"].setValue(format_keyframes(render_refs.roto_keyframes(roto)))
+    try:
+        roto = render_refs.direct_source(group, 1, render_refs.ROTO_CLASSES, "Roto")
+        if roto is None:
+            raise ValueError("connect a Roto to input 1 (roto)")
+        group["keyframes"].setValue(format_keyframes(render_refs.roto_keyframes(roto)))
+    except ValueError as exc:
+        set_status(group, f"error: {exc}")
 
 
 def on_segment(group: Any) -> Optional[Any]:
@@ -241,15 +280,14 @@ def start_job(group: Any, method: str) -> Optional[Any]:
         return None
     params = job_params(plan, method, shot)
     result_info = {"parts": plan["parts"], "mattes": plan["paths"].mattes, "first": plan["first"],
-                   "last": plan["last"], "model": plan["model"]}
+                   "last": plan["last"], "offset": plan["offset"], "model": plan["model"]}
     python = plan["python"]
     runner = jobs.JobRunner(lambda: _clients().get(python), method, params,
-                            on_finish=lambda outcome: nuke.executeInMainThread(
-                                _finish, (name, method, result_info, outcome)))
+                            on_finish=lambda outcome: to_main_thread(_finish, group, method, result_info, outcome))
     with _session_lock:
         _session["runners"][name] = runner
     set_status(group, f"{method}: starting")
-    runner.thread = threading.Thread(target=_follow, args=(name, method, runner), name=f"smite-{method}", daemon=True)
+    runner.thread = threading.Thread(target=_follow, args=(group, method, runner), name=f"smite-{method}", daemon=True)
     runner.thread.start()
     return runner
 
@@ -281,7 +319,7 @@ def on_send_to_farm(group: Any) -> Optional[threading.Thread]:
             text = farm.summary(farm.write_farm_files(commands, core=plan["core"]))
         except Exception as exc:  # FarmError, or anything unexpected: the artist must see it
             text = f"farm failed: {exc}"
-        nuke.executeInMainThread(_status_by_name, (name, text))
+        to_main_thread(_status_on, group, text)
 
     set_status(group, "farm: writing job files")
     thread = threading.Thread(target=work, name="smite-farm", daemon=True)
@@ -310,40 +348,69 @@ def shutdown_servers() -> None:
         cache.shutdown_all()
 
 
-def _follow(name: str, method: str, runner: Any) -> None:
-    """Background thread: a ProgressTask mirrors the job; its cancel button cancels the job."""
+def to_main_thread(call: Any, *args: Any) -> None:
+    """Run ``call(*args)`` on Nuke's main thread: queued from another thread, directly on the main one.
+
+    Foundry's Python dev guide ("Threading"): ``executeInMainThread`` must not be called from
+    the main thread "or NUKE will hang".
+    """
+    if threading.current_thread() is threading.main_thread():
+        call(*args)
+    else:
+        nuke.executeInMainThread(call, args)
+
+
+def _follow(group: Any, method: str, runner: Any) -> None:
+    """Background thread: a ProgressTask mirrors the job; its cancel button cancels the job.
+
+    A ProgressTask has no close(): its window goes when the last reference goes, so the
+    runner's hooks (a bound ``isCancelled`` holds the task) are cleared when the job ends.
+    """
     from .jobs import progress_text
 
-    task = nuke.ProgressTask(f"SMITE {method}")
-    task.setMessage("starting the SMITE server")
+    holder = [nuke.ProgressTask(f"SMITE {method}")]
+    holder[0].setMessage("starting the SMITE server")
 
     def on_progress(params: Dict[str, Any]) -> None:
         percent, message = progress_text(params)
-        task.setProgress(percent)
-        task.setMessage(message)
-        nuke.executeInMainThread(_status_by_name, (name, f"{method}: {message}"))
+        if holder:
+            holder[0].setProgress(percent)
+            holder[0].setMessage(message)
+        to_main_thread(_status_on, group, f"{method}: {message}")
 
     runner.on_progress = on_progress
-    runner.should_cancel = task.isCancelled
+    runner.should_cancel = lambda: bool(holder) and holder[0].isCancelled()
     try:
         runner.run()
     finally:
-        del task
+        runner.on_progress = runner.should_cancel = None
+        holder.clear()
 
 
-def _status_by_name(name: str, text: str) -> None:
-    group = nuke.toNode(name)
-    if group is not None:
+def _attached(group: Any) -> bool:
+    """False once the node is deleted (its Python object then raises ValueError on any use).
+
+    Jobs keep the node's own object, not its name: ``nuke.toNode`` resolves a name in the
+    current group context and misses a node renamed while its job ran.
+    """
+    try:
+        group.name()
+        return True
+    except ValueError:
+        return False
+
+
+def _status_on(group: Any, text: str) -> None:
+    if _attached(group):
         set_status(group, text)
 
 
-def _finish(name: str, method: str, info: Dict[str, Any], outcome: Any) -> None:
+def _finish(group: Any, method: str, info: Dict[str, Any], outcome: Any) -> None:
     """Main thread: show how the job ended; bring a segment's mattes into the graph."""
-    group = nuke.toNode(name)
-    if group is None:  # the node was deleted while the job ran
+    if not _attached(group):  # the node was deleted while the job ran
         return
     if outcome.ok and method == SEGMENT:
-        apply_results(group, info["parts"], info["mattes"], info["first"], info["last"])
+        apply_results(group, info["parts"], info["mattes"], info["first"], info["last"], info["offset"])
     elif outcome.ok and method == LEARN:
         group["model_file"].setValue(info["model"])
     set_status(group, outcome.message if outcome.ok else f"{outcome.state}: {outcome.message}")
@@ -359,8 +426,11 @@ def declare_layers(parts: List[str]) -> None:
             nuke.Layer(layer_name(part), [channel_name(part)])
 
 
-def apply_results(group: Any, parts: List[str], mattes: str, first: int, last: int) -> Any:
+def apply_results(group: Any, parts: List[str], mattes: str, first: int, last: int, offset: int = 0) -> Any:
     """Point the inner Read at the mattes (raw: they are data), reload it, and copy one channel per part.
+
+    The matte files are numbered by plate file frame like the plate; ``offset`` (the plate
+    Read's timeline offset) puts them on the same timeline frames as the plate.
 
     Idempotent: a re-run rebuilds the Copy chain and reloads the Read instead of adding nodes.
     Returns the Read.
@@ -372,6 +442,8 @@ def apply_results(group: Any, parts: List[str], mattes: str, first: int, last: i
         read["file"].setValue(mattes.replace(os.sep, "/"))
         for knob, value in (("first", first), ("last", last), ("origfirst", first), ("origlast", last)):
             read[knob].setValue(int(value))
+        read["frame_mode"].setValue("offset")
+        read["frame"].setValue(str(int(offset)))
         read["raw"].setValue(True)
         read["on_error"].setValue("black")  # frames not segmented yet read as empty mattes
         read["reload"].execute()

@@ -112,7 +112,7 @@ def test_write_farm_files_reports_written_paths_and_one_line_errors(tmp_path):
     paths = hostkit.farm_paths(str(tmp_path))
     assert written == {"openjd": [paths["openjd"]], "deadline": [os.path.join(paths["deadline"], "job_info.job"),
                                                                   os.path.join(paths["deadline"], "plugin_info.job")]}
-    assert [c[1] for c in calls] == [os.pathsep.join(["/core", "/x"])] * 2
+    assert [c[1] for c in calls] == ["/core"] * 2  # the host's PYTHONPATH stays behind (core_environment)
     assert os.path.isdir(paths["deadline"])  # folders exist before the command writes into them
     assert hostkit.summary(written) == (f"farm files in {tmp_path / 'farm'}: job.yaml, deadline/job_info.job, "
                                         "deadline/plugin_info.job")

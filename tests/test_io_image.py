@@ -164,3 +164,34 @@ def test_unwritable_folder_is_named_even_as_root(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match=f"output folder {tmp_path} is not writable"):
         write_image(str(tmp_path / "x.exr"), np.zeros((2, 2, 3), np.float32))
     assert os.listdir(tmp_path) == []
+
+
+def _write_windowed(path, data, x, y, full):
+    """An EXR whose data window (``data`` at x, y) differs from its display window ``full`` (w, h)."""
+    h, w = data.shape[:2]
+    spec = oiio.ImageSpec(w, h, 1, oiio.FLOAT)
+    spec.x, spec.y = x, y
+    spec.full_x, spec.full_y, spec.full_width, spec.full_height = 0, 0, full[0], full[1]
+    spec.channelnames = ("A",)
+    out = oiio.ImageOutput.create(path)
+    assert out.open(path, spec) and out.write_image(np.ascontiguousarray(data[:, :, None]))
+    out.close()
+
+
+def test_masks_read_in_the_display_window(tmp_path):
+    """A Nuke Write stores the bbox as data window: overscan (feather past the edge) is dropped and a
+    bbox inside the frame is padded with 0, so every mask has the format's size and alignment."""
+    data = np.arange(48, dtype=np.float32).reshape(6, 8) / 48.0  # covers x -2..5, y 1..6
+    path = str(tmp_path / "overscan.exr")
+    _write_windowed(path, data, -2, 1, (5, 4))
+    expected = np.zeros((4, 5), np.float32)
+    expected[1:4, 0:5] = data[0:3, 2:7]
+    assert np.array_equal(read_mask(path), expected)
+    assert image_size(path) == (5, 4)
+    assert read_image(path).shape == (4, 5, 1)
+
+    inside = str(tmp_path / "inside.exr")  # a small bbox within a larger format
+    _write_windowed(inside, np.ones((2, 3), np.float32), 4, 2, (10, 6))
+    mask = read_mask(inside)
+    assert mask.shape == (6, 10) and mask.sum() == 6 and mask[2:4, 4:7].all()
+

@@ -264,3 +264,25 @@ def test_segment_part_model_strips_the_knob_then_prefers_an_existing_default(tmp
     assert manifest.segment_part_model("  ", default) == ""  # Learn has not written it: backend learns itself
     (tmp_path / "parts.smite").write_bytes(b"x")
     assert manifest.segment_part_model(" ", default) == default
+
+
+def test_core_subprocesses_leave_the_hosts_python_variables_behind(tmp_path):
+    """Defect 10: ``smite farm`` inherited Nuke's PYTHONHOME/PYTHONPATH; the server and the farm
+    commands now take their environment from one function."""
+    from smite import client, hostkit
+
+    from nuke_smite import farm
+
+    nuke_env = {"PYTHONHOME": "/nuke/python", "PYTHONPATH": "/nuke/plugins", "HOME": "/home/artist"}
+    assert hostkit.core_environment("/core", environ=nuke_env) == {"HOME": "/home/artist", "PYTHONPATH": "/core"}
+    assert client.core_environment is hostkit.core_environment
+    envs = []
+
+    def runner(argv, **kw):
+        envs.append(kw["env"])
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    commands = farm.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", str(tmp_path), 4)
+    farm.write_farm_files(commands, core="/core", runner=runner, environ=nuke_env)
+    assert envs and all(env == {"HOME": "/home/artist", "PYTHONPATH": "/core"} for env in envs)
+

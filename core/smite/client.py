@@ -28,6 +28,7 @@ import sys
 import threading
 from typing import Any, Callable, Deque, Dict, List, Optional
 
+from .hostkit import core_environment
 from .protocol import (
     CANCEL, CANCELLED, DONE, INITIALIZE, INTERNAL_ERROR, INVALID_PARAMS, LOG, MAX_LINE_BYTES, PROGRESS,
     PROTOCOL_VERSION, SHUTDOWN, STATUS, LineReader, RpcError, decode, encode, is_response, request,
@@ -177,8 +178,7 @@ class SmiteClient:
         with self._lock:
             if self.alive:
                 return self
-            env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
-            env.update(self.env)
+            env = core_environment(extra=self.env)
             env.setdefault("PYTHONUNBUFFERED", "1")
             self._conn = _Connection(self.command, env, self.cwd, self.stderr_lines,
                                      self._on_message, self._on_exit, self.echo_stderr)

@@ -94,6 +94,26 @@ def segment_part_model(chosen: str, default_path: str) -> str:
     return default_path if os.path.isfile(default_path) else ""
 
 
+# --- environment of a core-venv subprocess --------------------------------------------------------
+
+# Variables that point a host's embedded interpreter (Nuke's, Blender's) at its own libraries; a core
+# venv started with them imports the host's packages or does not start at all.
+HOST_PYTHON_VARS = ("PYTHONHOME", "PYTHONPATH")
+
+
+def core_environment(core: str = "", extra: Optional[Mapping[str, str]] = None,
+                     environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The environment for a core subprocess (``smite serve``, ``smite farm``): the host's without
+    `HOST_PYTHON_VARS`, plus ``extra``; ``core`` (the core's source folder) first on ``PYTHONPATH``
+    so a checkout that is not pip-installed in the venv works too. The one place this rule lives.
+    """
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in HOST_PYTHON_VARS}
+    env.update(extra or {})
+    if core:
+        env["PYTHONPATH"] = os.pathsep.join([core] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
+
 # --- farm job files -------------------------------------------------------------------------------
 # The farm job is written by the core itself (``<core python> -m smite farm …``, a subprocess), so a
 # farm run and an interactive Segment read the same shot.json and settings, and the job format lives
@@ -153,12 +173,10 @@ def write_farm_files(commands: Sequence[Tuple[str, List[str]]], core: str = "",
                      environ: Optional[Mapping[str, str]] = None) -> Dict[str, List[str]]:
     """Run `farm_commands`; ``{format: [written files]}``. Raises FarmError with one line.
 
-    ``core`` (the core's source folder) goes first on ``PYTHONPATH`` so a checkout that is not
-    pip-installed in the venv works too. ``runner`` (``subprocess.run``) is injectable for tests.
+    The commands run in `core_environment` (``core`` on ``PYTHONPATH``, the host's Python
+    variables removed). ``runner`` (``subprocess.run``) is injectable for tests.
     """
-    env = dict(os.environ if environ is None else environ)
-    if core:
-        env["PYTHONPATH"] = os.pathsep.join([core] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env = core_environment(core, environ=environ)
     written: Dict[str, List[str]] = {}
     for fmt, argv in commands:
         output = argv[argv.index("--output") + 1]

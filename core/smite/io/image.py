@@ -42,14 +42,33 @@ def _open(path: str) -> Iterator[oiio.ImageInput]:
 
 
 def _read_pixels(inp: oiio.ImageInput, path: str, fmt: str) -> np.ndarray:
-    """All channels of subimage 0 as (H, W, C) of type ``fmt``; FrameError on truncated data."""
+    """All channels of subimage 0 in its display window as (H, W, C) of type ``fmt``; FrameError on truncated data."""
     pixels = inp.read_image(fmt)
     if pixels is None or inp.has_error:
         raise FrameError(f"cannot read {path}: {_error_text(inp)}", path=path)
     pixels = np.asarray(pixels)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    return pixels
+    return _in_display_window(pixels, inp.spec())
+
+
+def _in_display_window(pixels: np.ndarray, spec: oiio.ImageSpec) -> np.ndarray:
+    """``pixels`` (the data window) placed in the display window: outside data reads 0, overscan is dropped.
+
+    An EXR from Nuke stores the node's bbox as its data window, which may be larger (a feather
+    past the frame edge) or smaller (a shape inside the frame) than the format, the display
+    window; every frame of a shot shares the display window, so that is what callers get.
+    """
+    x, y, w, h = spec.x, spec.y, spec.width, spec.height
+    fx, fy, fw, fh = spec.full_x, spec.full_y, spec.full_width, spec.full_height
+    if fw <= 0 or fh <= 0 or (x, y, w, h) == (fx, fy, fw, fh):
+        return pixels
+    out = np.zeros((fh, fw, pixels.shape[2]), dtype=pixels.dtype)
+    x0, x1 = max(x, fx), min(x + w, fx + fw)
+    y0, y1 = max(y, fy), min(y + h, fy + fh)
+    if x1 > x0 and y1 > y0:
+        out[y0 - fy:y1 - fy, x0 - fx:x1 - fx] = pixels[y0 - y:y1 - y, x0 - x:x1 - x]
+    return out
 
 
 def read_image(path: str) -> np.ndarray:
@@ -131,9 +150,11 @@ def read_label_map(path: str) -> np.ndarray:
 
 
 def image_size(path: str) -> tuple[int, int]:
-    """(width, height) of ``path`` from its header alone (no pixels are decoded)."""
+    """(width, height) of ``path``'s display window (what the readers return) from its header alone."""
     with _open(path) as inp:
         spec = inp.spec()
+        if spec.full_width > 0 and spec.full_height > 0:
+            return int(spec.full_width), int(spec.full_height)
         return int(spec.width), int(spec.height)
 
 
