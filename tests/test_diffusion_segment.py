@@ -17,7 +17,7 @@ from smite.frames import FrameSource  # noqa: E402
 from smite.io.image import read_label_map  # noqa: E402
 from smite.method.learn import learn_parts  # noqa: E402
 from smite.method.segment import (  # noqa: E402
-    WindowSegmenter, adam_update, ddim_move, plan_windows, voted_labels, window_seed,
+    ADAM_BETAS, WindowSegmenter, adam_update, ddim_move, plan_windows, voted_labels, window_seed,
 )
 from smite.model.backbone import load_backbone, make_tiny  # noqa: E402
 from smite.model.parts import load_part_model  # noqa: E402
@@ -122,7 +122,9 @@ def test_ddim_move_round_trip_and_adam_step():
     torch.testing.assert_close(ddim_move(up, eps, 0.8, 0.9), z)
     grad = torch.tensor([2.0, -0.5, 0.0])
     moved = adam_update(torch.zeros(3), grad, torch.zeros(3), torch.zeros(3), 1, 0.1)
-    torch.testing.assert_close(moved, torch.tensor([-0.1, 0.1, 0.0]), atol=1e-6, rtol=0)
+    # first step: -lr·g/(|g| + ε) with the authors' ε = 1e-5
+    torch.testing.assert_close(moved, torch.tensor([-0.1 * 2 / (2 + 1e-5), 0.1 * 0.5 / (0.5 + 1e-5), 0.0]),
+                               atol=1e-8, rtol=0)
 
 
 def test_voted_labels_majority_on_static_tracks():
@@ -137,6 +139,18 @@ def test_voted_labels_majority_on_static_tracks():
     assert labels.eq(0).all()
 
 
+def test_voted_labels_use_the_authors_shifted_window():
+    """The diffusion path votes as src/tracking.py:126 (`determine_window(i, 16, 15)`): frame 0 of a
+    16-frame window votes over frames 0..14. Frames 0-6 say class 0 and 7-15 class 1: 8 of 15 votes
+    give class 1 (a window centred and truncated at frame 0 would see 0..7 and say class 0)."""
+    maps = torch.zeros(16, 1, 2)
+    maps[:7, 0] = torch.tensor([1.0, 0.0])
+    maps[7:, 0] = torch.tensor([0.0, 1.0])
+    tracks = torch.zeros(16, 16, 1, 2)
+    labels = voted_labels(maps, tracks, torch.ones(16, 16, 1, dtype=torch.bool), 15)
+    assert labels[:, 0].tolist() == [1] * 16
+
+
 def _window(shot, n=4):
     source = FrameSource(shot.plate, list(range(n)), shot.colorspace)
     return [source.get(f) for f in range(n)]
@@ -145,9 +159,8 @@ def _window(shot, n=4):
 def test_guided_iterations_decrease_the_energy(shot_and_model):
     shot, backbone, path = shot_and_model
     model = load_part_model(path, backbone.hash)
-    # SMITE's step (10·σ_t, Adam) is tuned for SD's latents; the random tiny UNet's energy surface is far
-    # rougher, so this checks the descent itself with a smaller step over the paper's 15 iterations.
-    seg = WindowSegmenter(backbone, model.context, 3, FAST.replace(guide_lr_scale=0.05, guide_iters=15), tracker=None)
+    # the official step (10·σ_t with the per-step α_t, 0.014 here) over the paper's 15 iterations
+    seg = WindowSegmenter(backbone, model.context, 3, FAST.replace(guide_iters=15), tracker=None)
     frames = _window(shot)
     from smite.model.encode import encode_latents, to_model_images
 
@@ -161,6 +174,106 @@ def test_guided_iterations_decrease_the_energy(shot_and_model):
     after_z = seg._optimise(z, 103, s_ref, target, 8, 8)
     after = float(seg.energy(seg._maps(after_z, 103)[1], s_ref, target, 8, 8))
     assert after < before
+
+
+def _latents_and_ref(seg, backbone, frames):
+    from smite.model.encode import encode_latents, to_model_images
+
+    z0 = encode_latents(backbone, to_model_images(frames, 64))
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(0))
+    _, s_ref = seg._maps(backbone.scheduler.add_noise(z0, noise, torch.tensor([100])), 100)
+    return z0, noise, s_ref
+
+
+def test_one_guided_step_moves_the_latents_by_at_most_the_adam_bound(shot_and_model):
+    """One guided step as the authors run it (src/inference.py:217-223, src/latent_optimization.py:86,
+    219-224): DDIM from t = 104 to 103, then 15 Adam updates with the UNet at t = 104 and step
+    lr = 10·(1 - α_104)/α_104 = 0.0141 (per-step α = scheduler.alphas).
+
+    Bound: Adam's k-th update is lr·m̂_k/(√v̂_k + ε) with m̂_k = Σ_j a_j g_j, v̂_k = Σ_j b_j g_j²
+    (a_j = 0.1·0.9^(k-j)/(1-0.9^k), b_j = 0.001·0.999^(k-j)/(1-0.999^k)); Cauchy-Schwarz gives
+    |m̂_k| ≤ √(Σ a_j²/b_j)·√v̂_k, so no latent moves more than lr·Σ_k √(Σ_j a_j²/b_j) = 15.52·lr = 0.219
+    in 15 iterations, whatever the energy. Measured: max 0.20, mean 0.08 (5.6·lr); with the cumulative
+    ᾱ (lr 1.25) the same step moved the latents by mean 4.9, max 12.3. The lower bound mean ≥ lr is
+    the measured behaviour (each iteration moves a latent with |g| ≫ ε by about lr).
+    """
+    shot, backbone, path = shot_and_model
+    model = load_part_model(path, backbone.hash)
+    seg = WindowSegmenter(backbone, model.context, 3, FAST.replace(guide_iters=15), tracker=None)
+    z0, noise, s_ref = _latents_and_ref(seg, backbone, _window(shot))
+    alpha_bar = backbone.scheduler.alphas_cumprod
+    z = backbone.scheduler.add_noise(z0, noise, torch.tensor([104]))
+    eps, maps = seg._maps(z, 104)
+    z = ddim_move(z, eps, float(alpha_bar[104]), float(alpha_bar[103]))
+    target = maps.argmax(-1).roll(1, dims=0)
+    moved = seg._optimise(z, 104, s_ref, target, 8, 8, 0) - z
+    alpha = float(backbone.scheduler.alphas[104])
+    lr = 10 * (1 - alpha) / alpha
+    assert lr == pytest.approx(0.0141, abs=1e-4)
+    b1, b2 = ADAM_BETAS
+    bound = 0.0
+    for k in range(1, 16):
+        a = [(1 - b1) * b1 ** (k - j) / (1 - b1**k) for j in range(1, k + 1)]
+        b = [(1 - b2) * b2 ** (k - j) / (1 - b2**k) for j in range(1, k + 1)]
+        bound += sum(x * x / y for x, y in zip(a, b)) ** 0.5
+    assert bound == pytest.approx(15.52, abs=0.01)
+    assert float(moved.abs().max()) <= bound * lr
+    assert float(moved.abs().mean()) >= lr
+
+
+def test_guided_loop_order_is_the_authors(shot_and_model, monkeypatch):
+    """src/inference.py:173-233: a fresh noise draw puts the clean latents at t = 104; at each of
+    [104, 103, 102, 101] the UNet gives maps and noise, DDIM moves the latents to t - 1, and after the
+    first three the moved latents are optimised with the UNet run at t and E_reg's τ of that step;
+    the maps at 101 are the output. The reference pass (t = ref_t) comes first."""
+    shot, backbone, path = shot_and_model
+    model = load_part_model(path, backbone.hash)
+    seg = WindowSegmenter(backbone, model.context, 3, FAST.replace(guided_steps=3, lambda_track=0.0), tracker=None)
+    calls, optimised = [], []
+    real_maps = seg._maps
+
+    def record_maps(z, t, *, grad=False):
+        eps, maps = real_maps(z, t, grad=grad)
+        calls.append((int(t), z.clone(), eps.clone()))
+        return eps, maps
+
+    def record_optimise(z, t, s_ref, target, h, w, step=0):
+        optimised.append((t, step, z.clone()))
+        return z
+
+    monkeypatch.setattr(seg, "_maps", record_maps)
+    monkeypatch.setattr(seg, "_optimise", record_optimise)
+    frames = _window(shot)
+    seg(frames, noise_seed=7)
+    assert [t for t, _, _ in calls] == [100, 104, 103, 102, 101]
+    assert [(t, step) for t, step, _ in optimised] == [(104, 0), (103, 1), (102, 2)]
+    from smite.model.encode import encode_latents, to_model_images
+
+    z0 = encode_latents(backbone, to_model_images(frames, 64))
+    gen = torch.Generator().manual_seed(7)
+    ref_noise, guide_noise = torch.randn(z0.shape, generator=gen), torch.randn(z0.shape, generator=gen)
+    torch.testing.assert_close(calls[0][1], backbone.scheduler.add_noise(z0, ref_noise, torch.tensor([100])))
+    torch.testing.assert_close(calls[1][1], backbone.scheduler.add_noise(z0, guide_noise, torch.tensor([104])))
+    alpha_bar = backbone.scheduler.alphas_cumprod
+    for (t, z, eps), (_, _, z_opt) in zip(calls[1:], optimised):
+        torch.testing.assert_close(z_opt, ddim_move(z, eps, float(alpha_bar[t]), float(alpha_bar[t - 1])))
+
+
+def test_reg_tau_of_each_guided_step_reaches_the_energy(shot_and_model):
+    """E_reg's cut-off follows the guided step (src/latent_optimization.py:157): step 0 uses 0.999, later 0.4."""
+    shot, backbone, path = shot_and_model
+    model = load_part_model(path, backbone.hash)
+    seg = WindowSegmenter(backbone, model.context, 3, FAST.replace(lambda_track=0.0, reg_tau=(0.999, 0.4)),
+                          tracker=None)
+    z0, noise, s_ref = _latents_and_ref(seg, backbone, _window(shot))
+    _, maps = seg._maps(backbone.scheduler.add_noise(z0, noise, torch.tensor([104])), 104)
+    from smite.method.lowpass import smite_reg_energy
+
+    cur, ref = maps.permute(2, 0, 1).reshape(3, -1, 8, 8), s_ref.permute(2, 0, 1).reshape(3, -1, 8, 8)
+    for step, tau in ((0, 0.999), (1, 0.4), (2, 0.4)):
+        expected = FAST.lambda_reg * smite_reg_energy(cur, ref, tau)
+        torch.testing.assert_close(seg.energy(maps, s_ref, None, 8, 8, step), expected)
+    assert float(seg.energy(maps, s_ref, None, 8, 8, 0)) != float(seg.energy(maps, s_ref, None, 8, 8, 1))
 
 
 def _segment(shot, backbone, path, diffusion, settings=None, frames=range(4)):
@@ -182,7 +295,10 @@ def test_same_seed_same_maps_and_no_dead_settings(shot_and_model):
     changes = {
         "lambda_reg": FAST.replace(lambda_reg=0.0), "lambda_track": FAST.replace(lambda_track=0.0),
         "inversion": FAST.replace(inversion="ddim", inversion_steps=2), "guide_iters": FAST.replace(guide_iters=1),
-        "overlap": FAST.replace(overlap=1), "ref_t": FAST.replace(ref_t=50, guide_t_start=53),
+        "overlap": FAST.replace(overlap=1), "ref_t": FAST.replace(ref_t=50),
+        "guide_t_shift": FAST.replace(guide_t_shift=50), "guide_schedule_steps": FAST.replace(guide_schedule_steps=500),
+        "guide_steps": FAST.replace(guide_steps=3), "guided_steps": FAST.replace(guided_steps=1),
+        "reg_tau": FAST.replace(reg_tau=(0.999, 0.2)),
     }
     for name, diffusion in changes.items():
         other = _segment(shot, backbone, path, diffusion)

@@ -16,6 +16,7 @@ from smite.method.lowpass import (
     lowpass,
     lowpass_consistency,
     lowpass_energy,
+    smite_reg_energy,
 )
 
 
@@ -136,3 +137,39 @@ def test_float64_and_batched_shapes(gen):
     assert lowpass(x, 0.5).shape == x.shape
     with pytest.raises(ValueError):
         lowpass(torch.zeros(4, 4), 0.5)
+
+
+def test_floor_rounding_keeps_the_authors_box():
+    """The authors keep `u, v < int(n * tau)` (src/frequency_filter.py:77-78): 25 of 64 at tau 0.4 and
+    63 at tau 0.999 (their first guided step, src/latent_optimization.py:157); the weight-free backend's
+    ceil rounding keeps 26 and 64."""
+    for tau, floor_kept, ceil_kept in ((0.4, 25, 26), (0.999, 63, 64)):
+        assert lowfreq_mask(4, 64, 64, tau, rounding="floor").sum().item() == 4 * floor_kept**2
+        assert lowfreq_mask(4, 64, 64, tau).sum().item() == 4 * ceil_kept**2
+    # the authors' plain int(): 0.29 * 100 = 28.999999999999996 keeps 28 (ceil's 1e-9 guard says 29)
+    assert lowfreq_mask(1, 100, 100, 0.29, rounding="floor").sum().item() == 28 * 28
+    with pytest.raises(ValueError):
+        lowfreq_mask(1, 8, 8, 0.5, rounding="round")
+
+
+def test_smite_reg_energy_is_the_authors_masked_l1(gen):
+    """`dct_loss` (src/frequency_filter.py:88-104): dct_3d over (frames, rows, columns), the mask
+    `[:, :, :, :int(h*tau), :int(w*tau)] = 1` over every frame, then `F.l1_loss` of the masked spectra:
+    a mean over all coefficients, the masked zeros included."""
+    k, t, h, w = 3, 4, 64, 64
+    cur, ref = torch.rand(k, t, h, w, generator=gen), torch.rand(k, t, h, w, generator=gen)
+    for tau in (0.999, 0.4):
+        mask = torch.zeros(k, t, h, w)
+        mask[:, :, : int(h * tau), : int(w * tau)] = 1
+        expected = torch.nn.functional.l1_loss(dct3(cur) * mask, dct3(ref) * mask)
+        assert smite_reg_energy(cur, ref, tau).item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_mean_over_kept_coefficients_is_655_times_the_authors(gen):
+    """At tau 0.4 on 64x64 the authors keep 25x25 of 4096 coefficients per frame and average over all
+    4096 (src/frequency_filter.py:77-78, 104); a mean over the kept ones is 4096/625 = 6.5536x larger."""
+    cur, ref = torch.rand(3, 4, 64, 64, generator=gen), torch.rand(3, 4, 64, 64, generator=gen)
+    kept = lowpass_energy(cur, ref, 0.4, rounding="floor", mean_over="kept")
+    assert (kept / smite_reg_energy(cur, ref, 0.4)).item() == pytest.approx(4096 / 625, rel=1e-5)
+    with pytest.raises(ValueError):
+        lowpass_energy(cur, ref, 0.4, mean_over="some")

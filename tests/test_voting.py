@@ -101,6 +101,38 @@ def test_window_frames_is_centred_and_truncated():
         window_frames(0, 5, 0)
 
 
+def test_shifted_window_is_the_authors_determine_window():
+    """`determine_window(i, length, 15)` (src/tracking.py:88-99, called at :126): 15 frames around i,
+    shifted to stay inside the window. Frame 0 of a 16-frame window votes over 0..14 (centred: 0..7)."""
+    assert list(window_frames(0, 16, 15, "shifted")) == list(range(0, 15))
+    assert list(window_frames(0, 16, 15)) == list(range(0, 8))  # the weight-free backend's rule, unchanged
+    assert list(window_frames(7, 16, 15, "shifted")) == list(range(0, 15))
+    assert list(window_frames(8, 16, 15, "shifted")) == list(range(1, 16))
+    assert list(window_frames(15, 16, 15, "shifted")) == list(range(1, 16))
+    assert list(window_frames(10, 60, 15, "shifted")) == list(window_frames(10, 60, 15))  # same inside
+    # every frame of a 16-frame window votes over 15 frames; theirs indexes past a shorter window's end,
+    # ours votes over all of it
+    assert all(len(window_frames(t, 16, 15, "shifted")) == 15 for t in range(16))
+    assert all(list(window_frames(t, 4, 15, "shifted")) == [0, 1, 2, 3] for t in range(4))
+    with pytest.raises(ValueError):
+        window_frames(0, 16, 15, "sliding")
+
+
+def test_shifted_rule_changes_the_vote_at_the_window_end():
+    # one pixel, 16 frames: frames 0-6 say class 0, frames 7-15 class 1; frame 0 votes over 0..14
+    # (7 against 8: class 1) with the authors' rule, over 0..7 (7 against 1: class 0) centred
+    t = 16
+    probs = torch.zeros(t, 2, 1, 1)
+    probs[:7, 0], probs[:7, 1] = 0.9, 0.1
+    probs[7:, 0], probs[7:, 1] = 0.2, 0.8
+    tracks = torch.zeros(1, t, 1, 2)
+    visible = torch.ones(1, t, 1, dtype=torch.bool)
+    assert vote_window(probs, tracks, visible, [0], 15, "shifted")[0, :, 0].argmax() == 1
+    assert vote_window(probs, tracks, visible, [0], 15)[0, :, 0].argmax() == 0
+    torch.testing.assert_close(vote_window(probs, tracks, visible, [0], 15, "shifted")[0, :, 0],
+                               torch.tensor([0.2, 0.8]))
+
+
 def test_vote_window_static_tracks_follow_the_majority_in_window():
     # 7 frames, 1 pixel map, 2 classes; frame 3 is a flicker to class 0, others are class 1.
     t = 7

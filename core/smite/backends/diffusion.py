@@ -122,7 +122,7 @@ class DiffusionBackend(BackendBase):
             segmenter = WindowSegmenter(
                 self.backbone, model.context.to(device), len(state.parts) + 1,
                 s, tracker=self._tracker or make_tracker(s, s.resolution, device), temporal=self.settings.temporal,
-                vote_frames=self.settings.vote_window, tau=self.settings.lowpass_tau, report=log.debug)
+                vote_frames=self.settings.vote_window, report=log.debug)
             windows = plan_windows(state.frame_numbers, s.window, s.overlap)
             carried: dict[int, torch.Tensor] = {}
             pending = list(wanted)

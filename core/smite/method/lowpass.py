@@ -4,8 +4,14 @@ SMITE keeps the segmentation close to the reference maps in the low frequencies 
 layout of the parts, which the reference pass gets right) while leaving the high frequencies (the
 boundaries, which voting and tracking sharpen) free. Frequencies are those of the orthonormal
 DCT-II along the last three dims `(T, H, W)`; "low" is a box: spatial indices `u < tau*H`,
-`v < tau*W` (SMITE: `u, v < 64*tau` on 64x64 latents, tau = 0.4 at the first step) and temporal index
-`< temporal_tau*T` (default 1.0 keeps every temporal frequency, as in the paper).
+`v < tau*W` and temporal index `< temporal_tau*T` (default 1.0 keeps every temporal frequency).
+
+Two callers, two explicit rules (`rounding`, `mean_over`):
+- the weight-free backend (`lowpass_consistency` via `backends/propagate.py`) keeps
+  `ceil(tau*n)` frequencies per axis; its output depends on that and must not change;
+- the diffusion backend's E_reg (`smite_reg_energy`) follows the authors' `dct_loss`
+  (src/frequency_filter.py:77-83, 104): `floor(tau*n)` frequencies (`int(n * percentage)`) and an
+  L1 mean over *all* coefficients, the masked zeros included.
 
 Because the box is separable, low-passing is one small matrix product per axis with the first
 `m` rows of the DCT basis; no full 3-D transform is needed. Everything is a plain matrix multiply,
@@ -71,63 +77,94 @@ def _check3(x: Tensor) -> None:
         raise ValueError(f"expected a tensor (..., T, H, W), got shape {tuple(x.shape)}")
 
 
-def _kept(n: int, frac: float) -> int:
-    """How many low frequencies of an axis of length n satisfy `index < frac * n`.
+ROUNDINGS = ("ceil", "floor")
+MEANS = ("kept", "all")
 
-    The product is rounded to 1e-9 first so that e.g. 0.3 * 10 keeps 3, not 4.
+
+def _kept(n: int, frac: float, rounding: str = "ceil") -> int:
+    """How many low frequencies of an axis of length n are kept.
+
+    "ceil": every index `< frac * n`, the product rounded to 1e-9 first so that e.g. 0.3 * 10 keeps 3,
+    not 4 (the weight-free backend). "floor": `int(frac * n)` exactly as the authors' `dct_low_pass_filter`
+    computes it (src/frequency_filter.py:77-78), so 0.4 * 64 keeps 25 and 0.999 * 64 keeps 63.
     """
     if not frac >= 0.0:
         raise ValueError(f"cut-off fraction must be >= 0, got {frac}")
-    return min(n, max(0, math.ceil(round(frac * n, 9))))
+    if rounding == "ceil":
+        kept = math.ceil(round(frac * n, 9))
+    elif rounding == "floor":
+        kept = math.floor(frac * n)
+    else:
+        raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+    return min(n, max(0, kept))
 
 
 def lowfreq_mask(
-    t: int, h: int, w: int, tau: float, temporal_tau: float = 1.0, device: torch.device | str | None = None
+    t: int, h: int, w: int, tau: float, temporal_tau: float = 1.0, device: torch.device | str | None = None,
+    rounding: str = "ceil",
 ) -> Tensor:
     """Bool mask `(T, H, W)` of the kept DCT coefficients: `f < temporal_tau*T, u < tau*H, v < tau*W`."""
-    mt, mh, mw = _kept(t, temporal_tau), _kept(h, tau), _kept(w, tau)
+    mt, mh, mw = _kept(t, temporal_tau, rounding), _kept(h, tau, rounding), _kept(w, tau, rounding)
     mask = torch.zeros(t, h, w, dtype=torch.bool, device=device)
     mask[:mt, :mh, :mw] = True
     return mask
 
 
-def _low_bases(x: Tensor, tau: float, temporal_tau: float) -> list[Tensor]:
+def _low_bases(x: Tensor, tau: float, temporal_tau: float, rounding: str = "ceil") -> list[Tensor]:
     """The first m rows of each axis' DCT basis, for axes (T, H, W) of x."""
     _check3(x)
     t, h, w = x.shape[-3:]
-    kept = (_kept(t, temporal_tau), _kept(h, tau), _kept(w, tau))
+    kept = (_kept(t, temporal_tau, rounding), _kept(h, tau, rounding), _kept(w, tau, rounding))
     return [dct_basis(n, x.dtype, x.device)[:m] for n, m in zip((t, h, w), kept)]
 
 
-def _low_coefficients(x: Tensor, tau: float, temporal_tau: float) -> Tensor:
+def _low_coefficients(x: Tensor, tau: float, temporal_tau: float, rounding: str = "ceil") -> Tensor:
     """The kept DCT coefficients of x: `(..., mt, mh, mw)` (the box `lowfreq_mask` selects)."""
-    bt, bh, bw = _low_bases(x, tau, temporal_tau)
+    bt, bh, bw = _low_bases(x, tau, temporal_tau, rounding)
     return _apply(_apply(_apply(x, bw, -1), bh, -2), bt, -3)
 
 
 def lowpass(x: Tensor, tau: float, temporal_tau: float = 1.0) -> Tensor:
     """Keep only the low 3-D DCT frequencies of x `(..., T, H, W)`; returns the same shape.
 
-    Equal to `idct3(dct3(x) * lowfreq_mask(...))`, computed as one projection per axis.
+    Equal to `idct3(dct3(x) * lowfreq_mask(...))` (ceil rounding), computed as one projection per axis.
     """
     bt, bh, bw = _low_bases(x, tau, temporal_tau)
     coeffs = _apply(_apply(_apply(x, bw, -1), bh, -2), bt, -3)
     return _apply(_apply(_apply(coeffs, bt.transpose(0, 1), -3), bh.transpose(0, 1), -2), bw.transpose(0, 1), -1)
 
 
-def lowpass_energy(current: Tensor, reference: Tensor, tau: float, temporal_tau: float = 1.0) -> Tensor:
-    """SMITE's E_reg: mean L1 distance between the low-frequency 3-D DCT coefficients of two maps.
+def lowpass_energy(current: Tensor, reference: Tensor, tau: float, temporal_tau: float = 1.0, *,
+                   rounding: str = "ceil", mean_over: str = "kept") -> Tensor:
+    """Mean L1 distance between the low-frequency 3-D DCT coefficients of two maps.
 
     current, reference: `(..., T, H, W)`, broadcastable (e.g. WAS maps `(K, T, 64, 64)`).
-    Returns a scalar: the mean over the kept coefficients (and all leading dims) of
-    `|DCT(current) - DCT(reference)|`; 0 when nothing is kept. Differentiable with respect to both.
-    By linearity this transforms the difference once.
+    Returns a scalar, differentiable with respect to both; by linearity it transforms the difference once.
+    `rounding` picks how many frequencies per axis are kept (see `_kept`); `mean_over` "kept" divides
+    the L1 sum by the number of kept coefficients (0 when nothing is kept), "all" by the number of
+    all coefficients, the masked zeros included (the authors' `F.l1_loss` of the masked spectra).
+    SMITE's E_reg is `smite_reg_energy`.
     """
+    if mean_over not in MEANS:
+        raise ValueError(f"mean_over must be one of {', '.join(MEANS)}, got {mean_over!r}")
     diff = current - reference
-    coeffs = _low_coefficients(diff, tau, temporal_tau)
+    coeffs = _low_coefficients(diff, tau, temporal_tau, rounding)
     if coeffs.numel() == 0:
         return diff.sum() * 0.0
-    return coeffs.abs().mean()
+    if mean_over == "kept":
+        return coeffs.abs().mean()
+    return coeffs.abs().sum() / diff.numel()
+
+
+def smite_reg_energy(current: Tensor, reference: Tensor, tau: float) -> Tensor:
+    """SMITE's E_reg as the authors compute it (src/frequency_filter.py `dct_loss`, lines 77-83 and 104).
+
+    current, reference: `(K, T, H, W)` maps; the 3-D orthonormal DCT over (frames, rows, columns) keeps
+    every temporal frequency and spatial `u, v < int(tau * n)`; the L1 is averaged over all K*T*H*W
+    coefficients. At tau 0.4 on 64x64 that is 25x25 of 4096 per frame: a mean over the kept ones
+    would be 4096/625 = 6.55x larger and silently re-weight lambda_reg against lambda_track.
+    """
+    return lowpass_energy(current, reference, tau, 1.0, rounding="floor", mean_over="all")
 
 
 def lowpass_consistency(

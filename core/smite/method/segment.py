@@ -6,14 +6,19 @@ Reads like the paper, per window of up to 16 frames in model space:
    window's first frame and the user's seed (so a farm chunk redoes a window exactly);
 2. reference pass: noise (or DDIM-invert) the latents to t = ref_t and run the inflated UNet once;
    the WAS maps are S_ref (frames carried over from the previous window replace theirs);
-3. guided denoising (the temporal module, on by default): DDIM from guide_t_start down to ref_t;
-   after each of the first `guided_steps` steps, vote the current maps along point tracks (S_vote)
-   and run `guide_iters` Adam updates of the latents on chunks of frames, minimising
-   E = λ_reg·E_reg(S, S_ref) + λ_track·CE(S, argmax S_vote);
-4. the WAS maps at ref_t are the per-frame class probabilities.
+3. guided denoising (the temporal module, on by default), as the authors' `_inference`
+   (src/inference.py:173-233): the timesteps are the last `guide_steps` of
+   `set_timesteps(guide_schedule_steps)` plus `guide_t_shift` ([104, 103, 102, 101] for SD 2.1);
+   the clean latents get a fresh noise draw at the first of them; at each timestep t the UNet gives
+   the current maps S and the noise, DDIM moves the latents to the next level, and (all but the
+   last step) the moved latents get `guide_iters` Adam updates on chunks of frames, the UNet run at
+   t, minimising E = λ_reg·E_reg(S, S_ref) + λ_track·CE(S, argmax S_vote), S_vote the maps voted
+   along point tracks;
+4. the maps of the last timestep are the per-frame class probabilities.
 
-Pure tensor helpers (`ddim_move`, `adam_update`, `track_energy`) are separate so they can be tested
-on hand-made inputs; the networks and the tracker come in through `WindowSegmenter`.
+Pure tensor helpers (`ddim_move`, `adam_update`, `guide_step_size`, `guided_timesteps`,
+`track_energy`) are separate so they can be tested on hand-made inputs; the networks and the
+tracker come in through `WindowSegmenter`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..method.lowpass import lowpass_energy
+from ..errors import BadInputError
+from ..method.lowpass import smite_reg_energy
 from ..method.voting import vote_window
 from ..model.attention import was_map, was_readout
 from ..model.backbone import Backbone
@@ -36,8 +42,9 @@ from ..model.settings import DiffusionSettings
 from ..track.base import Tracker
 from .learn import class_weights
 
-ADAM_BETAS = (0.9, 0.999)  # SMITE's Adam-style latent updates
-ADAM_EPS = 1e-8
+ADAM_BETAS = (0.9, 0.999)  # SMITE's Adam-style latent updates (src/latent_optimization.py:233)
+ADAM_EPS = 1e-5  # src/latent_optimization.py:224
+VOTE_RULE = "shifted"  # the authors' voting window (src/tracking.py:88-99, 126), see voting.window_frames
 
 
 def window_seed(shot_key: str, first_frame: int, seed: int) -> int:
@@ -78,6 +85,39 @@ def ddim_move(z: Tensor, eps: Tensor, alpha_from: float, alpha_to: float) -> Ten
     return alpha_to**0.5 * x0 + (1 - alpha_to) ** 0.5 * eps
 
 
+def guide_step_size(scheduler, t: int, scale: float) -> float:
+    """SMITE's latent step `scale·σ_t`, σ_t = (1 - α_t)/α_t with the per-step α_t = 1 - β_t.
+
+    `scheduler.alphas[t]`, not the cumulative ᾱ_t (src/latent_optimization.py:219-220): for SD 2.1
+    at t = 103 the step is 0.0140; with ᾱ it would be 1.23 and throw the latents off the data manifold.
+    """
+    alpha = float(scheduler.alphas[int(t)])
+    return scale * (1 - alpha) / alpha
+
+
+def guided_timesteps(scheduler, schedule_steps: int, final_steps: int, shift: int) -> tuple[list[int], int]:
+    """(timesteps, DDIM stride) of guided denoising: the last `final_steps` of `set_timesteps(schedule_steps)`
+    plus `shift` (src/inference.py:441-462 and 175).
+
+    The stride is how far one DDIM step moves (the scheduler's `num_train_timesteps // num_inference_steps`),
+    so SD 2.1 (steps_offset 1) gives ([104, 103, 102, 101], 1). A copy of the scheduler is laid out, so the
+    backbone's own scheduler keeps its state.
+    """
+    layout = type(scheduler).from_config(scheduler.config)
+    layout.set_timesteps(schedule_steps)
+    ts = [int(t) + shift for t in layout.timesteps[-final_steps:]]
+    train = layout.config.num_train_timesteps
+    stride = train // schedule_steps
+    if min(ts) - stride < 0 or max(ts) >= train:
+        raise BadInputError(f"guided timesteps {ts} leave the scheduler's range 0..{train - 1}")
+    return ts, stride
+
+
+def reg_tau_at(taus: tuple[float, ...], step: int) -> float:
+    """E_reg cut-off of guided step `step` (0-based); the last one repeats (official: 0.999, then 0.4)."""
+    return taus[min(step, len(taus) - 1)]
+
+
 def adam_update(z: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: int, lr: float) -> Tensor:
     """One Adam step on z (in place on m, v); `step` counts from 1. Returns the new z."""
     b1, b2 = ADAM_BETAS
@@ -96,14 +136,17 @@ def track_energy(maps: Tensor, target: Tensor) -> Tensor:
 
 
 def voted_labels(maps: Tensor, tracks: Tensor, visible: Tensor, vote_frames: int) -> Tensor:
-    """argmax of S_vote: maps `(T, P, K)` on an `(h, w)` grid voted along tracks `(T, T, P, 2)` -> `(T, P)`."""
+    """argmax of S_vote: maps `(T, P, K)` on an `(h, w)` grid voted along tracks `(T, T, P, 2)` -> `(T, P)`.
+
+    Each frame votes over `vote_frames` frames shifted to stay inside the window (the authors' rule).
+    """
     t, p, k = maps.shape
     side = tracks.shape  # (Q=T, T, N=P, 2)
     h = w = int(round(p**0.5))
     if h * w != p or side[2] != p:
         raise ValueError(f"maps of {p} pixels are not on the square grid the tracks cover")
     grid = maps.transpose(1, 2).reshape(t, k, h, w)
-    voted = vote_window(grid, tracks, visible, list(range(t)), vote_frames)  # (T, K, P)
+    voted = vote_window(grid, tracks, visible, list(range(t)), vote_frames, VOTE_RULE)  # (T, K, P)
     return voted.argmax(dim=1)
 
 
@@ -119,7 +162,7 @@ class WindowSegmenter:
     """Runs steps 1-4 of the module doc on one window; holds the networks, context and settings."""
 
     def __init__(self, backbone: Backbone, context: Tensor, num_classes: int, settings: DiffusionSettings, *,
-                 tracker: Tracker | None, temporal: bool = True, vote_frames: int = 15, tau: float = 0.4,
+                 tracker: Tracker | None, temporal: bool = True, vote_frames: int = 15,
                  report: Callable[[str], None] | None = None) -> None:
         self.bb = backbone
         self.context = context.unsqueeze(0) if context.dim() == 2 else context
@@ -128,13 +171,13 @@ class WindowSegmenter:
         self.tracker = tracker
         self.temporal = temporal
         self.vote_frames = vote_frames
-        self.tau = tau
         self.report = report or (lambda message: None)
-        self.alphas = backbone.scheduler.alphas_cumprod
+        self.alpha_bars = backbone.scheduler.alphas_cumprod
         self.device = next(backbone.unet.parameters()).device
 
-    def _alpha(self, t: int) -> float:
-        return float(self.alphas[int(t)])
+    def _alpha_bar(self, t: int) -> float:
+        """Cumulative ᾱ_t (DDIM moves); the guided step size uses the per-step α_t (`guide_step_size`)."""
+        return float(self.alpha_bars[int(t)])
 
     def _maps(self, z: Tensor, t: int, *, grad: bool = False) -> tuple[Tensor, Tensor]:
         """(noise prediction, maps S `(T, P, K)`) of latents z at timestep t, the UNet inflated over z's frames.
@@ -155,8 +198,8 @@ class WindowSegmenter:
         z, alpha_prev = z0, 1.0
         for t_from, t_to in zip(ts[:-1], ts[1:]):
             eps, _ = self._maps(z, int(t_from))
-            z = ddim_move(z, eps, alpha_prev if t_from == 0 else self._alpha(t_from), self._alpha(t_to))
-            alpha_prev = self._alpha(t_to)
+            z = ddim_move(z, eps, alpha_prev if t_from == 0 else self._alpha_bar(t_from), self._alpha_bar(t_to))
+            alpha_prev = self._alpha_bar(t_to)
         return z
 
     def _tracks(self, frames_model: np.ndarray, side: int) -> tuple[Tensor, Tensor]:
@@ -194,34 +237,34 @@ class WindowSegmenter:
         # 3. guided denoising
         model_frames = np.stack([np.asarray((im.permute(1, 2, 0) + 1) / 2) for im in images]).clip(0, 1)
         tracks, visible = self._tracks(model_frames.astype(np.float32), h) if s.lambda_track > 0 else (None, None)
-        ts = np.linspace(s.guide_t_start, s.ref_t, s.guide_steps).round().astype(int)
-        z = self.bb.scheduler.add_noise(z0, noise, torch.tensor([int(ts[0])]))
-        maps = s_ref
+        ts, stride = guided_timesteps(self.bb.scheduler, s.guide_schedule_steps, s.guide_steps, s.guide_t_shift)
+        guide_noise = torch.randn(z0.shape, generator=gen).to(z0)  # official: a fresh draw, not the reference's
+        z = self.bb.scheduler.add_noise(z0, guide_noise, torch.tensor([ts[0]]))
         for step, t in enumerate(ts):
-            eps, maps = self._maps(z, int(t))
+            eps, maps = self._maps(z, t)
+            if step == len(ts) - 1:
+                break  # the last step's maps are the output; its DDIM move would be discarded
+            z = ddim_move(z, eps, self._alpha_bar(t), self._alpha_bar(t - stride))
             if step < s.guided_steps:
                 target = voted_labels(maps, tracks, visible, self.vote_frames) if tracks is not None else None
-                z = self._optimise(z, int(t), s_ref, target, h, w)
-                eps, maps = self._maps(z, int(t))
-            if step + 1 < len(ts):
-                z = ddim_move(z, eps, self._alpha(t), self._alpha(ts[step + 1]))
+                z = self._optimise(z, t, s_ref, target, h, w, step)
         return self._result(maps, h, w)
 
-    def energy(self, maps: Tensor, ref: Tensor, target: Tensor | None, h: int, w: int) -> Tensor:
-        """E = λ_reg·E_reg + λ_track·E_track for maps/ref `(T, P, K)` on an (h, w) grid."""
+    def energy(self, maps: Tensor, ref: Tensor, target: Tensor | None, h: int, w: int, step: int = 0) -> Tensor:
+        """E = λ_reg·E_reg + λ_track·E_track for maps/ref `(T, P, K)` on an (h, w) grid at guided step `step`."""
         s = self.s
         cur = maps.permute(2, 0, 1).reshape(self.classes, -1, h, w)
         anchor = ref.permute(2, 0, 1).reshape(self.classes, -1, h, w)
-        energy = s.lambda_reg * lowpass_energy(cur, anchor, self.tau)
+        energy = s.lambda_reg * smite_reg_energy(cur, anchor, reg_tau_at(s.reg_tau, step))
         if target is not None and s.lambda_track > 0:
             energy = energy + s.lambda_track * track_energy(maps, target)
         return energy
 
-    def _optimise(self, z: Tensor, t: int, s_ref: Tensor, target: Tensor | None, h: int, w: int) -> Tensor:
-        """`guide_iters` Adam-style updates of z on chunks of `guide_chunk` frames (step 10·σ_t)."""
+    def _optimise(self, z: Tensor, t: int, s_ref: Tensor, target: Tensor | None, h: int, w: int,
+                  step: int = 0) -> Tensor:
+        """`guide_iters` Adam-style updates of z on chunks of `guide_chunk` frames (step 10·σ_t), UNet at t."""
         s = self.s
-        alpha = self._alpha(t)
-        lr = s.guide_lr_scale * (1 - alpha) / alpha
+        lr = guide_step_size(self.bb.scheduler, t, s.guide_lr_scale)
         out = z.detach().clone()
         for lo in range(0, z.shape[0], s.guide_chunk):
             sl = slice(lo, lo + s.guide_chunk)
@@ -230,7 +273,7 @@ class WindowSegmenter:
             for it in range(1, s.guide_iters + 1):
                 zc.requires_grad_(True)
                 _, maps = self._maps(zc, t, grad=True)
-                energy = self.energy(maps, s_ref[sl], None if target is None else target[sl], h, w)
+                energy = self.energy(maps, s_ref[sl], None if target is None else target[sl], h, w, step)
                 (grad,) = torch.autograd.grad(energy, zc)
                 zc = adam_update(zc.detach(), grad, m, v, it, lr)
             out[sl] = zc

@@ -97,15 +97,28 @@ def vote(samples: Tensor, visible: Tensor) -> Tensor:
     return (samples * weights.unsqueeze(1)).sum(0)
 
 
-def window_frames(t: int, num_frames: int, window: int) -> range:
-    """Frames that vote for query frame t: `|s - t| <= window // 2`, clipped to the clip.
+WINDOW_RULES = ("centred", "shifted")
 
-    Near the clip ends the window is truncated rather than shifted, so it stays centred on t.
+
+def window_frames(t: int, num_frames: int, window: int, rule: str = "centred") -> range:
+    """Frames that vote for query frame t.
+
+    "centred" (the weight-free backend's rule; its output depends on it): `|s - t| <= window // 2`,
+    truncated at the clip ends, so frame 0 of a 16-frame clip votes over 8 frames.
+    "shifted" (the authors' `determine_window`, src/tracking.py:88-99, used by the diffusion backend):
+    `window` consecutive frames starting at `t - window // 2`, shifted to stay inside the clip, so every
+    frame votes over `window` frames when the clip has them; a clip shorter than `window` votes over
+    all its frames (the authors' code indexes past the end there).
     """
     if window < 1:
         raise ValueError(f"voting window must be at least 1 frame, got {window}")
     half = window // 2
-    return range(max(0, t - half), min(num_frames, t + half + 1))
+    if rule == "centred":
+        return range(max(0, t - half), min(num_frames, t + half + 1))
+    if rule == "shifted":
+        start = min(max(0, t - half), max(0, num_frames - window))
+        return range(start, min(num_frames, start + window))
+    raise ValueError(f"voting window rule must be one of {', '.join(WINDOW_RULES)}, got {rule!r}")
 
 
 def vote_window(
@@ -114,6 +127,7 @@ def vote_window(
     visible: Tensor,
     query_frames: Sequence[int],
     window: int = 15,
+    rule: str = "centred",
 ) -> Tensor:
     """Temporal vote for the query points of several frames.
 
@@ -122,7 +136,7 @@ def vote_window(
       frame `query_frames[i]` lies in frame s (pixel coordinates `(x, y)` of the probs grid).
     visible: `(Q, T, N)` bool, the tracker's visibility of those positions.
     query_frames: the frame index t of each of the Q query sets.
-    window: frames s with `|s - t| <= window // 2` vote (SMITE: 15); truncated at the clip ends.
+    window: how many frames vote (SMITE: 15); rule: "centred" or "shifted" (see `window_frames`).
 
     Returns `(Q, K, N)`: the voted probability vector of every query point (see `vote`). A sample
     only counts if the tracker says visible *and* the position lies on the map.
@@ -142,7 +156,7 @@ def vote_window(
     for i, t in enumerate(query_frames):
         if not 0 <= t < t_all:
             raise ValueError(f"query frame {t} is outside the clip of {t_all} frames")
-        frames = window_frames(int(t), t_all, window)
+        frames = window_frames(int(t), t_all, window, rule)
         sl = slice(frames.start, frames.stop)
         pos = tracks[i, sl].to(device=probs.device, dtype=probs.dtype)
         samples = sample_along_tracks(probs[sl], pos)  # (S, K, N)

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from ..errors import BadInputError
 from ..settings_json import fields_from_dict
 
-DIFFUSION_SETTINGS_VERSION = 1
+DIFFUSION_SETTINGS_VERSION = 2  # 2: the authors' guided schedule (guide_t_start gone), map readout, GroupNorm, augmentation
 INVERSIONS = ("noise", "ddim")
 MAP_READOUTS = ("official", "softmax_was")
 GROUPNORMS = ("window", "frame")
@@ -65,15 +65,17 @@ class DiffusionSettings:
     overlap: int = 8  # frames shared by consecutive windows; their results seed the next window
     map_readout: str = "official"  # S = the authors' logit-scale calculate_was_mask; "softmax_was": learning's WAS
     groupnorm: str = "window"  # ResNet GroupNorms pool over the window's frames (authors' 5-D UNet); "frame": per frame
-    ref_t: int = 100  # timestep of the reference pass
+    ref_t: int = 100  # timestep of the reference pass (official: a random draw from U{95..104} per window)
     inversion: str = "noise"  # reference latents: "noise" (official one-shot add_noise) or "ddim" (paper)
     inversion_steps: int = 10  # DDIM inversion steps from the clean latent to ref_t (inversion="ddim")
-    guide_t_start: int = 103  # guided denoising runs DDIM from here down to ref_t
-    guide_steps: int = 4  # DDIM steps from guide_t_start to ref_t
-    guided_steps: int = 3  # optimise the latents after each of the first N DDIM steps
+    guide_schedule_steps: int = 1000  # official: scheduler.set_timesteps(1000) lays out the guided timesteps
+    guide_steps: int = 4  # official: the last 4 of those timesteps ([4, 3, 2, 1] for SD 2.1)
+    guide_t_shift: int = 100  # official: added to them, so SD 2.1 denoises at [104, 103, 102, 101]
+    guided_steps: int = 3  # official: optimise the latents after every DDIM step but the last
     guide_iters: int = 15  # Adam-style latent updates per guided step
     guide_chunk: int = 4  # frames per latent-optimisation chunk (memory)
-    guide_lr_scale: float = 10.0  # step size = scale * sigma_t, sigma_t = (1 - alpha_t) / alpha_t
+    guide_lr_scale: float = 10.0  # step size = scale * sigma_t, sigma_t = (1 - alpha_t) / alpha_t, per-step alpha_t
+    reg_tau: tuple[float, ...] = (0.999, 0.4, 0.4)  # E_reg DCT cut-off per guided step, last repeats (official)
     lambda_track: float = 1.0  # weight of E_track (CE to the voted maps); published 1-2
     lambda_reg: float = 8.0  # weight of E_reg (3-D DCT low-pass L1 to the reference WAS); published 8
     hierarchical: bool = True  # official: a second pass on a crop around the subject, pasted back
@@ -97,9 +99,15 @@ class DiffusionSettings:
         need(self.map_readout in MAP_READOUTS,
              f"map_readout must be one of {', '.join(MAP_READOUTS)}, got {self.map_readout!r}")
         need(self.groupnorm in GROUPNORMS, f"groupnorm must be one of {', '.join(GROUPNORMS)}, got {self.groupnorm!r}")
-        need(self.guide_t_start >= self.ref_t >= 1, "need guide_t_start >= ref_t >= 1")
-        need(self.guide_steps >= 1 and 0 <= self.guided_steps <= self.guide_steps,
-             "need 0 <= guided_steps <= guide_steps")
+        need(1 <= self.ref_t <= 999, f"ref_t must be in 1..999, got {self.ref_t}")
+        need(1 <= self.guide_steps <= self.guide_schedule_steps, "need 1 <= guide_steps <= guide_schedule_steps")
+        need(self.guide_t_shift >= 0, f"guide_t_shift must be >= 0, got {self.guide_t_shift}")
+        need(0 <= self.guided_steps < self.guide_steps,
+             "need 0 <= guided_steps < guide_steps (the last step's maps are the output)")
+        need(isinstance(self.reg_tau, (tuple, list)), f"reg_tau must be a list of cut-offs, got {self.reg_tau!r}")
+        object.__setattr__(self, "reg_tau", tuple(self.reg_tau))
+        need(len(self.reg_tau) >= 1 and all(0.0 < tau <= 1.0 for tau in self.reg_tau),
+             f"reg_tau must be one or more cut-offs in (0, 1], got {self.reg_tau}")
         need(self.guide_chunk >= 1 and self.guide_iters >= 0, "need guide_chunk >= 1 and guide_iters >= 0")
         need(0.0 <= self.crop_margin <= 0.5, f"crop_margin must be in [0, 0.5], got {self.crop_margin}")
         need(self.tracker in ("flow", "cotracker"), f"tracker must be flow or cotracker, got {self.tracker!r}")
