@@ -5,7 +5,8 @@ Reads like the paper, per window of up to 16 frames in model space:
 1. encode the frames to latents; one noise draw per window from a seed derived from the shot, the
    window's first frame and the user's seed (so a farm chunk redoes a window exactly);
 2. reference pass: noise (or DDIM-invert) the latents to t = ref_t and run the inflated UNet once;
-   the WAS maps are S_ref (frames carried over from the previous window replace theirs);
+   its maps S (the authors' logit-scale `calculate_was_mask` readout, `map_readout`) are S_ref
+   (frames carried over from the previous window replace theirs);
 3. guided denoising (the temporal module, on by default), as the authors' `_inference`
    (src/inference.py:173-233): the timesteps are the last `guide_steps` of
    `set_timesteps(guide_schedule_steps)` plus `guide_t_shift` ([104, 103, 102, 101] for SD 2.1);
@@ -14,7 +15,7 @@ Reads like the paper, per window of up to 16 frames in model space:
    last step) the moved latents get `guide_iters` Adam updates on chunks of frames, the UNet run at
    t, minimising E = λ_reg·E_reg(S, S_ref) + λ_track·CE(S, argmax S_vote), S_vote the maps voted
    along point tracks;
-4. the maps of the last timestep are the per-frame class probabilities.
+4. the softmax over classes of the last timestep's S gives the per-frame class probabilities.
 
 Pure tensor helpers (`ddim_move`, `adam_update`, `guide_step_size`, `guided_timesteps`,
 `track_energy`) are separate so they can be tested on hand-made inputs; the networks and the
