@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -20,6 +21,7 @@ from .model.settings import DiffusionSettings
 from .settings_json import fields_from_dict
 
 SETTINGS_VERSION = 1
+MAX_JSON_BYTES = 16 * 1024 * 1024  # a manifest or settings file holds paths and numbers: 16 MiB is generous
 BACKENDS = ("propagate", "diffusion")
 
 
@@ -119,6 +121,11 @@ class ShotSpec:
         def resolve(path: Any, what: str) -> str:
             if not isinstance(path, str) or not path:
                 raise ManifestError(f"{source}: {what} must be a non-empty path string")
+            try:
+                if b"\0" in os.fsencode(path):
+                    raise ValueError
+            except (UnicodeEncodeError, ValueError):
+                raise ManifestError(f"{source}: {what} is not a valid path (NUL or lone surrogate)") from None
             return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
 
         plate = resolve(data["plate"], "'plate'")
@@ -206,15 +213,39 @@ class ShotSpec:
         return tuple(r.frame for r in self.references)
 
 
+def read_json_file(path: str, what: str, error: type = BadInputError) -> Any:
+    """The JSON in ``path``, read only from a regular file of at most `MAX_JSON_BYTES`.
+
+    A FIFO or device (``/dev/zero``) would block or never end, and a deeply nested file would blow the
+    parser's stack: each is one ``error`` line naming ``what`` and the path instead.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{what} {path} is not a regular file")
+    if info.st_size > MAX_JSON_BYTES:
+        raise error(f"{what} {path} is {info.st_size} bytes; at most {MAX_JSON_BYTES} are read")
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            raise error(f"{what} {path} is larger than {MAX_JSON_BYTES} bytes")
+        return json.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"cannot read {what} {path}: not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise error(f"{path}: invalid JSON: nested too deeply") from None
+
+
 def load_shot(path: str) -> ShotSpec:
     """Read a shot manifest; relative paths resolve against the manifest's folder."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise ManifestError(f"shot manifest not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"cannot read shot manifest {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    data = read_json_file(path, "shot manifest", ManifestError)
     return ShotSpec.from_dict(data, os.path.dirname(os.path.abspath(path)), source=path)
