@@ -93,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output pattern, e.g. out/mattes.####.exr")
     parser.add_argument("--frames", help="frame range to write, e.g. 1001-1050 (default: the whole shot)")
     parser.add_argument("--context", type=int, help="extra frames read on each side of --frames (default 8)")
-    parser.add_argument("--preview", action="store_true", help="also write preview.png, a contact sheet")
+    parser.add_argument("--preview", action="store_true", help="also write <name>.smite-preview.png beside the mattes, a contact sheet")
     parser.add_argument("--force", action="store_true", help="redo frames that are already complete")
     parser.add_argument("--quiet", action="store_true", help="no bar; one 'PROGRESS done/total' line per frame")
     add_settings_arguments(parser)
@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     shot = load_shot(args.shot)
     settings = settings_from_args(args)
-    frames = parse_frame_range(args.frames) if args.frames else None
+    frames = parse_frame_range(args.frames) if args.frames is not None else None  # "" is an error, not "all"
     progress = Progress(args.quiet)
     try:
         result = segment_shot(shot, args.out, settings, frames=frames, preview=args.preview, force=args.force,

@@ -120,6 +120,14 @@ def frame_path(pattern: str, frame: int) -> str:
     return pattern[: token.start()] + f"{int(frame):0{_token_width(token)}d}" + pattern[token.end():]
 
 
+def without_frame_token(name: str) -> str:
+    """``name`` with its frame token and the separator before it removed: "mattes.####" -> "mattes"."""
+    token = _last_token(name)
+    if token is None:
+        return name
+    return name[: token.start()].rstrip("._-") + name[token.end():]
+
+
 def check_output_pattern(pattern: str) -> None:
     """Raise OutputError when an output pattern cannot name one matte EXR per frame.
 
