@@ -1,7 +1,9 @@
 """`smite` command line: one small module per subcommand, dispatched from here.
 
 Every deliberate error is a `SmiteError`: printed as one line, exit status from its class
-(README lists them), so a farm wrapper can tell bad input from a missing model or an OOM.
+(README lists them), so a farm wrapper can tell bad input from a missing model or an OOM. Usage
+errors are one line too (exit 2), and SIGTERM, what farm managers send, ends a run like Ctrl-C:
+finished frames kept, one line, exit 143 (128 + 15, the shell's convention).
 """
 
 from __future__ import annotations
@@ -9,10 +11,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from .. import __version__
+from ..errorcodes import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY
 from ..errors import SmiteError
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 # subcommand -> module under smite.cli providing add_arguments(parser) + run(args) -> int, or main(argv) -> int
 COMMANDS = {
@@ -27,8 +35,23 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with usage errors as one line naming the fix, not a usage block (subparsers inherit it)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"smite: error: {' '.join(message.split())} (see: {self.prog} --help)\n")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so every cleanup path is the same one."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smite", description="Few-shot, temporally consistent video part mattes.")
+    parser = OneLineParser(prog="smite", description="Few-shot, temporally consistent video part mattes.")
     parser.add_argument("--version", action="version", version=f"smite {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
@@ -58,14 +81,27 @@ def main(argv: list[str] | None = None) -> int:
         format="smite: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args._run(args) or 0)
     except SmiteError as exc:
         print(f"smite: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("smite: interrupted; finished frames are kept, run again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"smite: {what}; finished frames are kept, run again to resume", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    except MemoryError:  # last resort: inputs are size-checked, but a plate can still outgrow this machine
+        print("smite: error: out of memory (try smaller --frames chunks or a lower work_max_side)", file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
+    except RecursionError:
+        print("smite: error: an input file is nested too deeply to read", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from ..config import Settings, load_shot
+from ..config import Settings, load_shot, read_json_file
 from ..engine import segment_shot
 from ..errors import BadInputError
 from ..io.sequence import parse_frame_range
@@ -61,13 +61,14 @@ def parse_set_items(items: list[str]) -> tuple[dict, dict]:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     data: dict = {}
     if getattr(args, "settings", None):
-        try:
-            with open(args.settings, encoding="utf-8") as handle:
-                data.update(json.load(handle))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BadInputError(f"cannot read settings file {args.settings}: {exc}") from None
+        loaded = read_json_file(args.settings, "settings file")
+        if not isinstance(loaded, dict):
+            raise BadInputError(f"settings file {args.settings} must hold a JSON object, got {type(loaded).__name__}")
+        data.update(loaded)
     top, diffusion = parse_set_items(getattr(args, "set", []) or [])
     data.update(top)
+    if not isinstance(data.get("diffusion") or {}, dict):
+        raise BadInputError(f"setting 'diffusion' must be an object of diffusion settings, got {data['diffusion']!r}")
     diffusion = {**dict(data.get("diffusion") or {}), **diffusion}
     if getattr(args, "model", None):
         diffusion["model"] = args.model

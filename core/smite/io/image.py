@@ -18,6 +18,8 @@ import OpenImageIO as oiio
 from ..errors import FrameError, OutputError
 
 _OUT_FORMATS = {"float": oiio.FLOAT, "half": oiio.HALF, "uint8": oiio.UINT8, "uint16": oiio.UINT16}
+MAX_IMAGE_PIXELS = 16384 * 8192  # 134 Mpx, 4x an 8K frame: a larger header is a decompression bomb
+MAX_IMAGE_CHANNELS = 256  # far above any plate or mask (AOV-heavy EXRs hold a few dozen)
 _INT_FORMATS = {"uint8": "uint8", "int8": "int8", "uint16": "uint16", "int16": "int16", "uint32": "uint32", "int32": "int32"}
 
 
@@ -36,6 +38,11 @@ def _open(path: str) -> Iterator[oiio.ImageInput]:
     if inp is None:
         raise FrameError(f"cannot read {path}: {_error_text()}", path=path)
     try:
+        spec = inp.spec()  # header only: a decompression bomb is refused before any pixel is decoded
+        if spec.width * spec.height > MAX_IMAGE_PIXELS or spec.nchannels > MAX_IMAGE_CHANNELS:
+            raise FrameError(f"cannot read {path}: its header claims {spec.width}x{spec.height} pixels and "
+                             f"{spec.nchannels} channels; at most {MAX_IMAGE_PIXELS} pixels and "
+                             f"{MAX_IMAGE_CHANNELS} channels are read", path=path)
         yield inp
     finally:
         inp.close()
