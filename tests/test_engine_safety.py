@@ -168,3 +168,13 @@ def test_truncated_smite_matte_is_redone_but_a_damaged_foreign_file_is_kept(make
         handle.write(b"v/1\x01 not a matte at all")  # an EXR-looking file that names no smite_ channel
     with pytest.raises(OutputError, match="m.0002.exr exists and is not a SMITE matte"):
         segment_shot(shot, out, Settings())
+
+
+def test_long_valid_output_name_is_written_although_its_temp_name_would_exceed_255(make_shot, tmp_path):
+    name = "m" * 240 + ".####.exr"  # 249 characters once the frame number is in: legal (255 is the limit)
+    out = str(tmp_path / name)
+    assert len(os.path.basename(_frame(out, 0))) == 249  # ".<stem>.<pid>.tmp.exr" would be 256 or more
+    shot = load_shot(str(make_shot(frames="0-1")))
+    assert segment_shot(shot, out, Settings()).written == [0, 1]
+    assert segment_shot(shot, out, Settings()).skipped == [0, 1]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]

@@ -26,6 +26,7 @@ import time
 from typing import Iterable
 
 from ..errors import OutputError
+from .image import _temp_path
 
 HEARTBEAT_S = 30.0  # how often a live claim is touched
 STALE_S = 600.0  # a claim from another host not touched for this long belongs to a dead writer
@@ -152,26 +153,27 @@ class Claim:
 def remove_stale_temps(frame_paths: Iterable[str], keep_pids: set[int]) -> None:
     """Remove temp files left for ``frame_paths`` (one folder) by writers not in ``keep_pids``.
 
-    The folder is listed once, so the cost does not grow with one glob per frame.
+    The folder is listed once, so the cost does not grow with one glob per frame; a temp name is
+    matched exactly as `io.image` spells it for that pid (long names included).
     """
-    wanted: dict[str, str] = {}
-    folder = None
-    for path in frame_paths:
-        folder, name = os.path.split(path)
-        stem, ext = os.path.splitext(name)
-        wanted[stem + "\0" + ext] = path
-    if folder is None:
+    paths = list(frame_paths)
+    if not paths:
         return
+    folder = os.path.dirname(paths[0])
     temp = re.compile(r"^\.(.+)\.(\d+)\.tmp(\.[^.]*)?$")
     try:
         names = os.listdir(folder)
     except OSError:
         return
+    expected: dict[int, set[str]] = {}
     for name in names:
         match = temp.match(name)
         if not match or int(match.group(2)) in keep_pids:
             continue
-        if match.group(1) + "\0" + (match.group(3) or "") in wanted:
+        pid = int(match.group(2))
+        if pid not in expected:
+            expected[pid] = {os.path.basename(_temp_path(p, pid)) for p in paths}
+        if name in expected[pid]:
             try:
                 os.remove(os.path.join(folder, name))
             except OSError:

@@ -9,6 +9,7 @@ never sees half a frame.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator, Mapping
 
@@ -144,11 +145,22 @@ def image_size(path: str) -> tuple[int, int]:
         return int(spec.width), int(spec.height)
 
 
-def _temp_path(path: str) -> str:
-    """Hidden temp name beside ``path`` that keeps the real extension last, so OIIO picks the format."""
+NAME_MAX = 255  # bytes in one file name on every file system a facility uses
+
+
+def _temp_path(path: str, pid: int | None = None) -> str:
+    """Hidden temp name beside ``path`` that keeps the real extension last, so OIIO picks the format.
+
+    ``.<stem>.<pid>.tmp<ext>``; when that would exceed `NAME_MAX` (a valid 245-character output name),
+    the stem is cut and a hash of it appended, so the temp name stays unique and legal.
+    """
     folder, name = os.path.split(path)
     stem, ext = os.path.splitext(name)
-    return os.path.join(folder, f".{stem}.{os.getpid()}.tmp{ext}")
+    suffix = f".{os.getpid() if pid is None else pid}.tmp{ext}"
+    if len(os.fsencode(f".{stem}{suffix}")) > NAME_MAX:
+        digest = hashlib.sha1(os.fsencode(stem)).hexdigest()[:12]
+        stem = os.fsencode(stem)[:100].decode("utf-8", "ignore") + "~" + digest
+    return os.path.join(folder, f".{stem}{suffix}")
 
 
 def _ensure_folder(folder: str) -> None:
