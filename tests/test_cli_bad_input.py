@@ -302,3 +302,22 @@ def test_sigterm_ends_like_ctrl_c_with_exit_143(make_shot, tmp_path):
     folder = tmp_path / "o"
     assert glob.glob(str(folder / "m.*.exr"))  # finished frames kept
     assert not [n for n in os.listdir(folder) if n.startswith(".")]  # no temp, no claim left
+
+
+def test_native_library_messages_are_folded_into_the_one_line(make_shot, chair_dir, tmp_path):
+    """libpng printed its own "libpng error: ..." line before ours (the process's real stderr, fd 2)."""
+    import subprocess
+    import sys
+
+    plate = tmp_path / "plate"
+    plate.mkdir()
+    for f in range(3):
+        Image.open(chair_dir / "frames" / f"{f:05d}.jpg").save(plate / f"{f:05d}.png")
+    data = (plate / "00001.png").read_bytes()
+    (plate / "00001.png").write_bytes(data[: len(data) // 3])  # truncated inside the pixel data
+    shot = make_shot(plate=str(plate / "%05d.png"), frames="0-2")
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_RUN, *seg(shot, tmp_path / "o" / "m.####.exr")],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == EXIT_BAD_INPUT, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("smite: error: cannot read") and "00001.png" in lines[0], lines

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
+import tempfile
 import threading
 
 from .. import __version__
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    native = NativeStderr()
+    if args.command in FOLD_NATIVE_STDERR:
+        native.start()
     logging.basicConfig(
         level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
         format="smite: %(levelname)s: %(message)s",
@@ -85,23 +90,81 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return int(args._run(args) or 0)
-    except SmiteError as exc:
-        print(f"smite: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"smite: {what}; finished frames are kept, run again to resume", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
-    except MemoryError:  # last resort: inputs are size-checked, but a plate can still outgrow this machine
-        print("smite: error: out of memory (try smaller --frames chunks or a lower work_max_side)", file=sys.stderr)
-        return EXIT_OUT_OF_MEMORY
-    except RecursionError:
-        print("smite: error: an input file is nested too deeply to read", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        code, message = _run(args)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        extra = native.stop()
+    if message is None:
+        sys.stderr.write(extra)  # a successful run passes native warnings on unchanged
+    else:
+        lines = list(dict.fromkeys(line.strip() for line in extra.splitlines() if line.strip()))
+        if lines and code not in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            message += f" ({'; '.join(lines)[:300]})"
+        print(message, file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace) -> tuple[int, str | None]:
+    """(exit status, the one line to print or None) of the command."""
+    try:
+        return int(args._run(args) or 0), None
+    except SmiteError as exc:
+        return exc.exit_code, f"smite: error: {exc}"
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        return code, f"smite: {what}; finished frames are kept, run again to resume"
+    except MemoryError:  # last resort: inputs are size-checked, but a plate can still outgrow this machine
+        return EXIT_OUT_OF_MEMORY, "smite: error: out of memory (try smaller --frames chunks or a lower work_max_side)"
+    except RecursionError:
+        return EXIT_BAD_INPUT, "smite: error: an input file is nested too deeply to read"
+
+
+FOLD_NATIVE_STDERR = ("segment", "demo", "learn", "bench")  # not `serve`: its client drains stderr live
+NATIVE_STDERR_KEEP = 64 * 1024
+
+
+class NativeStderr:
+    """Collects what C libraries write straight to fd 2 during a command (libpng's "libpng error: ...").
+
+    Python's own stderr (our lines, progress bars, logging) keeps going to the terminal through a copy
+    of fd 2; the collected text comes back from `stop`, so an error folds it into its one line and a
+    successful run passes it on. Does nothing when stderr is not fd 2 (tests capture it).
+    """
+
+    def __init__(self) -> None:
+        self._saved: int | None = None
+        self._capture = None
+        self._python_stderr = None
+
+    def start(self) -> None:
+        try:
+            if sys.stderr.fileno() != 2:
+                return
+        except (AttributeError, OSError, ValueError):
+            return
+        sys.stderr.flush()
+        self._capture = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        self._python_stderr = sys.stderr
+        sys.stderr = open(os.dup(self._saved), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                          errors="backslashreplace")
+        os.dup2(self._capture.fileno(), 2)
+
+    def stop(self) -> str:
+        if self._saved is None or self._capture is None:
+            return ""
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._saved = None
+        sys.stderr = self._python_stderr  # (a logging handler may keep the copy: it still reaches the terminal)
+        self._capture.seek(0)
+        text = self._capture.read(NATIVE_STDERR_KEEP).decode("utf-8", "replace")
+        self._capture.close()
+        self._capture = None
+        return text
 
 
 if __name__ == "__main__":
