@@ -112,6 +112,8 @@ def test_range_descriptions_and_bounds():
     assert Range(0, 1, lo_open=True).describe() == "in (0, 1]"
     assert Range(1, 99, odd=True).describe() == "an odd number in [1, 99]"
     assert Range(choices=("a", "b")).describe() == "one of a, b"
+    assert Range(32, 2048, multiple=32).describe() == "a multiple of 32 in [32, 2048]"
+    assert Range(32, 2048, multiple=32).admits(512) and not Range(32, 2048, multiple=32).admits(500)
     assert Range(0, 1, lo_open=True).admits(1) and not Range(0, 1, lo_open=True).admits(0)
     assert not Range(0, None).admits(float("nan")) and Range(0, None).admits(1e300)
     with pytest.raises(ValueError):

@@ -50,7 +50,7 @@ def fields_from_dict(cls: type, data: Mapping[str, Any], label: str = "setting",
 
 @dataclasses.dataclass(frozen=True)
 class Range:
-    """The valid values of one setting: numeric bounds (open or closed), odd-only, or a set of choices."""
+    """The valid values of one setting: numeric bounds (open or closed), odd-only or multiples, or choices."""
 
     lo: float | None = None
     hi: float | None = None
@@ -58,6 +58,7 @@ class Range:
     hi_open: bool = False
     odd: bool = False
     choices: tuple[str, ...] = ()
+    multiple: int = 0  # > 0: the value must be a multiple of it (e.g. a model resolution of 32)
 
     def describe(self) -> str:
         if self.choices:
@@ -65,7 +66,8 @@ class Range:
         left = "(" if self.lo_open else "["
         right = ")" if self.hi_open else "]"
         bounds = f"{left}{_num(self.lo, '-inf')}, {_num(self.hi, 'inf')}{right}"
-        return ("an odd number in " if self.odd else "in ") + bounds
+        kind = "an odd number in " if self.odd else f"a multiple of {self.multiple} in " if self.multiple else "in "
+        return kind + bounds
 
     def admits(self, value: Any) -> bool:
         if self.choices:
@@ -78,6 +80,8 @@ class Range:
             return False
         if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
             return False
+        if self.multiple and value % self.multiple != 0:
+            return False
         return not self.odd or int(value) % 2 == 1
 
 
@@ -86,13 +90,13 @@ def _num(value: float | None, missing: str) -> str:
 
 
 def ranged(default: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-           hi_open: bool = False, odd: bool = False, choices: tuple[str, ...] = ()) -> Any:
+           hi_open: bool = False, odd: bool = False, choices: tuple[str, ...] = (), multiple: int = 0) -> Any:
     """A dataclass field with ``default`` whose valid range is stored in its metadata (see `check_ranges`).
 
     Usage, beside the definition: ``refine_eps: float = ranged(5e-4, 0, 1, lo_open=True)  # why``.
     """
     rng = Range(None if lo is None else float(lo), None if hi is None else float(hi), lo_open, hi_open, odd,
-                tuple(choices))
+                tuple(choices), int(multiple))
     if not rng.admits(default):
         raise ValueError(f"default {default!r} is outside its own range {rng.describe()}")
     return dataclasses.field(default=default, metadata={"range": rng})
