@@ -112,9 +112,13 @@ class Claim:
         self.others = self._claims()
         self._refuse_other_jobs()
         temp = self.path + ".new"
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump({"job": self.job, "host": self.host, "pid": self.pid, "pattern": self.pattern}, handle)
-        os.replace(temp, self.path)
+        try:
+            with open(temp, "w", encoding="utf-8") as handle:
+                json.dump({"job": self.job, "host": self.host, "pid": self.pid, "pattern": self.pattern}, handle)
+            os.replace(temp, self.path)
+        except OSError as exc:
+            raise OutputError(f"cannot write in output folder {self.folder}: {exc.strerror or exc}",
+                              path=self.folder) from None
         self.others = self._claims()  # two jobs that started together: both see each other and stop
         try:
             self._refuse_other_jobs()
