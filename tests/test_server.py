@@ -28,12 +28,10 @@ class Sink:
 
     def __init__(self) -> None:
         self.messages: list[dict] = []
-        self.raw = b""
         self.cond = threading.Condition()
 
     def write(self, data: bytes) -> int:
         with self.cond:
-            self.raw += data
             assert data.endswith(b"\n") and data.count(b"\n") == 1
             self.messages.append(json.loads(data))
             self.cond.notify_all()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -17,50 +18,44 @@ from .errors import BadInputError, ManifestError
 from .hostkit import PART_NAME
 from .io.sequence import format_frame_range, parse_frame_range
 from .model.settings import DiffusionSettings
-from .settings_json import fields_from_dict
+from .settings_json import check_ranges, fields_from_dict, ranged
 
 SETTINGS_VERSION = 1
+MAX_JSON_BYTES = 16 * 1024 * 1024  # a manifest or settings file holds paths and numbers: 16 MiB is generous
 BACKENDS = ("propagate", "diffusion")
+FLOW_PRESETS = ("ultrafast", "fast", "medium")  # the OpenCV DIS presets of `track.flow.PRESETS`
 
 
 @dataclass(frozen=True)
 class Settings:
     """How to segment. Defaults are the paper's values where the paper has one."""
 
-    backend: str = "propagate"  # weight-free path by default: runs without downloads
+    # Each number's valid range sits beside it (`ranged`: lo, hi, open ends); `check_ranges` enforces them.
+    backend: str = ranged("propagate", choices=BACKENDS)  # weight-free path by default: runs without downloads
     temporal: bool = True  # SMITE's temporal module (voting + low-pass); off only for ablations
-    vote_window: int = 15  # SMITE: voting window W=15 frames centred on t
-    vote_stride: int = 2  # vote on every n-th working pixel, applied as an upsampled correction (speed)
-    lowpass_tau: float = 0.4  # SMITE: keep spatial DCT frequencies u,v < tau*size (tau=0.4 at step 1)
-    lowpass_strength: float = 0.5  # how far the voted maps' low frequencies move to the motion-compensated mean
-    work_max_side: int = 480  # working resolution (long side) for flow and propagation: speed vs detail
-    flow_preset: str = "medium"  # OpenCV DIS preset: ultrafast | fast | medium
-    carry_decay: float = 0.97  # per-frame confidence decay of a carried reference (trust near keyframes)
-    occlusion_decay: float = 0.6  # confidence factor where forward-backward flow disagrees
-    appearance_weight: float = 1.0  # weight of the references' colour model where the flow carry is unsure
-    appearance_levels: int = 16  # colour histogram bins per channel (16**3 joint RGB bins)
-    uncertain_blur: float = 0.1  # blur (fraction of the long side) of the prior where the carry is unsure
-    snap_radius: int = 4  # guided-filter radius (working px) that re-snaps carried maps to plate edges
-    snap_eps: float = 5e-4  # guided-filter regulariser for snapping (smaller = follows edges harder)
-    refine_radius: int = 4  # guided-filter radius (plate px) for the plate-resolution refinement
-    refine_eps: float = 5e-4  # guided-filter regulariser for the refinement
-    context: int = 8  # extra frames read on each side of a farm chunk for temporal context
-    seed: int = 0  # every random choice derives from this
+    vote_window: int = ranged(15, 1, 99, odd=True)  # SMITE: voting window W=15 frames centred on t
+    vote_stride: int = ranged(2, 1, 64)  # vote on every n-th working pixel, applied as an upsampled correction (speed)
+    lowpass_tau: float = ranged(0.4, 0, 1, lo_open=True)  # SMITE: keep spatial DCT frequencies u,v < tau*size (tau=0.4 at step 1)
+    lowpass_strength: float = ranged(0.5, 0, 1)  # how far the voted maps' low frequencies move to the motion-compensated mean
+    work_max_side: int = ranged(480, 32, 4096)  # working resolution (long side) for flow and propagation: speed vs detail
+    flow_preset: str = ranged("medium", choices=FLOW_PRESETS)  # OpenCV DIS preset: ultrafast | fast | medium
+    carry_decay: float = ranged(0.97, 0, 1, lo_open=True)  # per-frame confidence decay of a carried reference (trust near keyframes)
+    occlusion_decay: float = ranged(0.6, 0, 1)  # confidence factor where forward-backward flow disagrees
+    appearance_weight: float = ranged(1.0, 0, 10)  # weight of the references' colour model where the flow carry is unsure
+    appearance_levels: int = ranged(16, 2, 64)  # colour histogram bins per channel (16**3 joint RGB bins; 64**3 at most)
+    uncertain_blur: float = ranged(0.1, 0, 1)  # blur (fraction of the long side) of the prior where the carry is unsure
+    snap_radius: int = ranged(4, 0, 64)  # guided-filter radius (working px) that re-snaps carried maps to plate edges
+    snap_eps: float = ranged(5e-4, 0, 1, lo_open=True)  # guided-filter regulariser for snapping (smaller = follows edges harder)
+    refine_radius: int = ranged(4, 0, 256)  # guided-filter radius (plate px) for the plate-resolution refinement
+    refine_eps: float = ranged(5e-4, 0, 1, lo_open=True)  # guided-filter regulariser for the refinement
+    context: int = ranged(8, 0, 10_000)  # extra frames read on each side of a farm chunk for temporal context
+    seed: int = ranged(0, 0, 2**32 - 1)  # every random choice derives from this
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)  # the SMITE backend's own settings
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise BadInputError(f"unknown backend '{self.backend}' (choose from {', '.join(BACKENDS)})")
-        if self.vote_window < 1 or self.vote_window % 2 == 0:
-            raise BadInputError(f"vote_window must be a positive odd number, got {self.vote_window}")
-        if not 0.0 < self.lowpass_tau <= 1.0:
-            raise BadInputError(f"lowpass_tau must be in (0, 1], got {self.lowpass_tau}")
-        if self.vote_stride < 1:
-            raise BadInputError(f"vote_stride must be >= 1, got {self.vote_stride}")
-        if self.work_max_side < 32:
-            raise BadInputError(f"work_max_side must be >= 32, got {self.work_max_side}")
-        if self.context < 0:
-            raise BadInputError(f"context must be >= 0, got {self.context}")
+        check_ranges(self)
+        if not isinstance(self.diffusion, DiffusionSettings):
+            raise BadInputError(f"setting 'diffusion' must be diffusion settings, got {self.diffusion!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Settings":
@@ -119,6 +114,11 @@ class ShotSpec:
         def resolve(path: Any, what: str) -> str:
             if not isinstance(path, str) or not path:
                 raise ManifestError(f"{source}: {what} must be a non-empty path string")
+            try:
+                if b"\0" in os.fsencode(path):
+                    raise ValueError
+            except (UnicodeEncodeError, ValueError):
+                raise ManifestError(f"{source}: {what} is not a valid path (NUL or lone surrogate)") from None
             return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
 
         plate = resolve(data["plate"], "'plate'")
@@ -206,15 +206,39 @@ class ShotSpec:
         return tuple(r.frame for r in self.references)
 
 
+def read_json_file(path: str, what: str, error: type = BadInputError) -> Any:
+    """The JSON in ``path``, read only from a regular file of at most `MAX_JSON_BYTES`.
+
+    A FIFO or device (``/dev/zero``) would block or never end, and a deeply nested file would blow the
+    parser's stack: each is one ``error`` line naming ``what`` and the path instead.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{what} {path} is not a regular file")
+    if info.st_size > MAX_JSON_BYTES:
+        raise error(f"{what} {path} is {info.st_size} bytes; at most {MAX_JSON_BYTES} are read")
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            raise error(f"{what} {path} is larger than {MAX_JSON_BYTES} bytes")
+        return json.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"cannot read {what} {path}: not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise error(f"{path}: invalid JSON: nested too deeply") from None
+
+
 def load_shot(path: str) -> ShotSpec:
     """Read a shot manifest; relative paths resolve against the manifest's folder."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise ManifestError(f"shot manifest not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"cannot read shot manifest {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    data = read_json_file(path, "shot manifest", ManifestError)
     return ShotSpec.from_dict(data, os.path.dirname(os.path.abspath(path)), source=path)

@@ -3,11 +3,16 @@
 `segment_shot` reads a shot, runs a backend and writes one matte EXR per frame. It is resumable:
 frames whose EXR is complete and was made by the same job are skipped, and every file is written
 under a temporary name and renamed, so an interrupted run leaves finished frames and nothing else.
+
+Safety rules (README "Safety"): the output must be an EXR pattern; an existing file that is not a
+SMITE matte is never overwritten; each matte records its frame number and its plate frame's digest,
+and resume redoes a frame whose record does not match (a matte copied over another frame's name);
+a run claims its output pattern (`io.guard`), so a different job writing it at the same time is
+refused and only temp files of writers that are gone are removed.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -24,15 +29,18 @@ from .backends.base import make_backend
 from .config import Settings, ShotSpec
 from .errors import BadInputError, CancelledError, OutputError
 from .frames import FrameSource
-from .io.matte import matte_is_complete, read_matte, write_matte
+from .io.guard import Claim, plate_digest, remove_stale_temps
+from .io.matte import has_smite_attribute, is_smite_matte, matte_is_complete, read_matte, write_matte
 from .io.preview import write_contact_sheet
-from .io.sequence import check_output_pattern, format_frame_range, frame_path
+from .io.sequence import check_output_pattern, format_frame_range, frame_path, without_frame_token
 from .oom import run_with_oom_retry
 from .references import load_references
 from .refine import refine_to_plate
 
 ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, message)
 PREVIEW_TILES = 8
+PREVIEW_KEY = "smite/preview"  # marks a contact sheet SMITE wrote: only such a file is ever replaced
+MIN_PLATE_SIDE = 16  # smaller plates cannot hold a flow pyramid or a guided-filter window
 # Settings that decide which frames are read or how fast, never what a frame's matte is.
 NON_RESULT_SETTINGS = ("context",)
 
@@ -106,15 +114,17 @@ def _check_output(out_pattern: str) -> None:
         raise OutputError(f"output folder is not writable: {folder}")
 
 
-def _remove_stale_temps(path: str) -> None:
-    """Drop temp files a killed run left for this frame (see io.image's temp naming)."""
-    folder, name = os.path.split(path)
-    stem, ext = os.path.splitext(name)
-    for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(stem)}.*.tmp{glob.escape(ext)}")):
-        try:
-            os.remove(stale)
-        except OSError:
-            pass
+def frame_metadata(frame: int, plate_path: str) -> dict[str, str]:
+    """What ties a matte to its frame: the frame number and its plate file's digest (checked on resume)."""
+    return {"smite/frame": str(int(frame)), "smite/plate_frame": plate_digest(plate_path)}
+
+
+def _refuse_foreign_files(paths: Sequence[str]) -> None:
+    """OutputError naming the first existing file that is not a SMITE matte: it is never overwritten."""
+    for path in paths:
+        if os.path.lexists(path) and not (os.path.isfile(path) and is_smite_matte(path)):
+            raise OutputError(f"{path} exists and is not a SMITE matte; it is never overwritten "
+                              f"(move it away or choose another output)", path=path)
 
 
 class BackgroundWriter:
@@ -178,15 +188,29 @@ def segment_shot(
         raise BadInputError(f"frame {outside[0]} is outside the shot's frames {format_frame_range(list(shot.frames))}")
     backend = make_backend(settings)
     meta = job_metadata(shot, settings, backend.name, getattr(backend, "model_hash", ""))
+    with Claim(out_pattern, meta["smite/job"]) as claim:
+        remove_stale_temps([frame_path(out_pattern, f) for f in frames], claim.live_pids())
+        return _segment(shot, out_pattern, settings, frames, backend, meta, preview=preview, force=force,
+                        report=report, cancel=cancel)
+
+
+def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[int], backend: object,
+             meta: dict[str, str], *, preview: bool, force: bool, report: ProgressFn,
+             cancel: threading.Event | None) -> SegmentResult:
+    """`segment_shot` once the output is claimed: resume check, render, preview."""
     result = SegmentResult(out_pattern=out_pattern)
     todo = []
     for f in frames:
         path = frame_path(out_pattern, f)
-        _remove_stale_temps(path)
-        if not force and matte_is_complete(path, meta):
+        expected = {**meta, **frame_metadata(f, frame_path(shot.plate, f))}
+        if not force and matte_is_complete(path, expected):
             result.skipped.append(f)
         else:
             todo.append(f)
+    _refuse_foreign_files([frame_path(out_pattern, f) for f in todo])
+    preview_path = _preview_path(out_pattern) if preview else None
+    if preview_path is not None:
+        _refuse_foreign_preview(preview_path)
     total = len(frames)
     report("segment", len(result.skipped), total, f"{len(result.skipped)} frame(s) already done")
 
@@ -203,6 +227,9 @@ def segment_shot(
         left = [f for f in todo if f not in written]
         loaded = frames_to_load(shot, left, run.context, getattr(run_backend, "first_needed", None))
         source = FrameSource(shot.plate, loaded, shot.colorspace)
+        if min(source.size) < MIN_PLATE_SIDE:
+            raise BadInputError(f"plate {source.path(loaded[0])} is {source.size[1]}x{source.size[0]}; "
+                                f"SMITE needs at least {MIN_PLATE_SIDE}x{MIN_PLATE_SIDE} pixels")
         refs = load_references(shot, source.size)
         state = run_backend.init_state(source, shot.parts)
         for frame, probs in refs.items():
@@ -211,7 +238,8 @@ def segment_shot(
 
         def finish(frame: int, probs: np.ndarray, plate: np.ndarray) -> int:
             full = refine_to_plate(probs, plate, radius=run.refine_radius, eps=run.refine_eps)
-            write_matte(frame_path(out_pattern, frame), full[1:], list(shot.parts), run_meta)
+            frame_meta = frame_metadata(frame, source.path(frame))
+            write_matte(frame_path(out_pattern, frame), full[1:], list(shot.parts), {**run_meta, **frame_meta})
             return frame
 
         def done(frame: int) -> None:
@@ -230,12 +258,25 @@ def segment_shot(
         # frames finished before an out-of-memory error are kept, only the rest are redone.
         run_with_oom_retry(render, settings, getattr(backend, "shrink_settings", None),
                            what=f"frames {format_frame_range(todo)}")
-    if preview:
-        result.preview = _write_preview(shot, out_pattern, frames)
+    if preview_path is not None:
+        result.preview = _write_preview(shot, out_pattern, frames, preview_path)
     return result
 
 
-def _write_preview(shot: ShotSpec, out_pattern: str, frames: list[int]) -> str:
+def _preview_path(out_pattern: str) -> str:
+    """``<folder>/<name>.smite-preview.png`` for ``<folder>/<name>.####.exr``: beside the mattes, named after them."""
+    folder, name = os.path.split(os.path.abspath(out_pattern))
+    stem = without_frame_token(os.path.splitext(name)[0]) or "mattes"
+    return os.path.join(folder, f"{stem}.smite-preview.png")
+
+
+def _refuse_foreign_preview(path: str) -> None:
+    if os.path.lexists(path) and not (os.path.isfile(path) and has_smite_attribute(path, PREVIEW_KEY)):
+        raise OutputError(f"{path} exists and is not a SMITE preview; it is never overwritten "
+                          f"(move it away or run without preview)", path=path)
+
+
+def _write_preview(shot: ShotSpec, out_pattern: str, frames: list[int], path: str) -> str:
     """A contact sheet of evenly spaced frames with coloured part overlays, next to the mattes."""
     pick = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, min(PREVIEW_TILES, len(frames)))]
     source = FrameSource(shot.plate, sorted(set(pick)), shot.colorspace)
@@ -243,9 +284,7 @@ def _write_preview(shot: ShotSpec, out_pattern: str, frames: list[int]) -> str:
     for f in sorted(set(pick)):
         _, probs, _ = read_matte(frame_path(out_pattern, f))
         tiles.append((f, source.get(f), probs))
-    folder = os.path.dirname(os.path.abspath(out_pattern))
-    path = os.path.join(folder, "preview.png")
-    write_contact_sheet(path, tiles, list(shot.parts))
+    write_contact_sheet(path, tiles, list(shot.parts), attributes={PREVIEW_KEY: out_pattern})
     return path
 
 

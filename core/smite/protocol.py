@@ -133,8 +133,15 @@ def encode(msg: dict) -> bytes:
     """One line of strict JSON (no NaN/Infinity, which other parsers reject), newline-terminated.
 
     ``json`` escapes control characters inside strings, so the only newline is the terminator.
+    A lone UTF-16 surrogate (``"\\ud800"``, which ``json`` happily decodes) has no UTF-8 form, so
+    such a message is sent with ASCII escapes instead: the writer never fails on text it was given.
     """
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n"
+    text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        data = json.dumps(msg, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+    return data + b"\n"
 
 
 def decode(line: bytes) -> Any:
@@ -145,8 +152,10 @@ def decode(line: bytes) -> Any:
         raise RpcError(PARSE_ERROR, f"message is not UTF-8 (byte {exc.start})") from None
     try:
         return json.loads(text)
-    except ValueError as exc:  # JSONDecodeError, and RecursionError-free inputs
+    except ValueError as exc:  # JSONDecodeError
         raise RpcError(PARSE_ERROR, f"invalid JSON: {exc}") from None
+    except RecursionError:  # e.g. 100,000 nested '[': the parser's stack, not ours, is the limit
+        raise RpcError(PARSE_ERROR, "invalid JSON: nested too deeply") from None
 
 
 class LineReader:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import Reference, ShotSpec
 from .errors import ReferenceMaskError
-from .io.image import read_label_map, read_mask
+from .io.image import _open, image_size, read_image, read_label_map, read_mask
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,35 @@ def _fit_to_plate(array: np.ndarray, plate_hw: tuple[int, int], path: str, neare
     return cv2.resize(array, (pw, ph), interpolation=interp)
 
 
+_FLOAT_FORMATS = ("half", "float", "double")
+
+
+def _check_label_ids(path: str, frame: int, k: int) -> None:
+    """Refuse label ids that are not whole numbers in 0..k; float files (EXR) are checked before rounding.
+
+    A label map holding -1 or 1e30 used to be accepted silently (and rounding hid 0.5s), which
+    quietly removed the part from the keyframe.
+    """
+    with _open(path) as inp:
+        is_float = str(inp.spec().format) in _FLOAT_FORMATS
+    values = read_image(path)[:, :, 0] if is_float else read_label_map(path)
+    bad = ~np.isfinite(values) | (values < 0) | (values > k)
+    if is_float:
+        bad |= values != np.rint(np.nan_to_num(values))
+    if bad.any():
+        value = values[bad].flat[0]
+        raise ReferenceMaskError(f"label map {path} (frame {frame}) has label id {float(value):g}; ids are whole "
+                                 f"numbers from 0 (background) to {k} (the shot's {k} part(s))", path=path)
+
+
 def reference_probs(ref: Reference, parts: tuple[str, ...], plate_hw: tuple[int, int]) -> np.ndarray:
     """Class probabilities `(K+1, H, W)` float32 for one reference; index 0 is background."""
     k = len(parts)
     probs = np.zeros((k + 1, *plate_hw), np.float32)
     if ref.labels is not None:
+        image_size(ref.labels)  # the header first: a decompression bomb never reaches a decoder
+        _check_label_ids(ref.labels, ref.frame, k)
         labels = _fit_to_plate(read_label_map(ref.labels), plate_hw, ref.labels, nearest=True)
-        top = int(labels.max()) if labels.size else 0
-        if top > k:
-            raise ReferenceMaskError(
-                f"label map {ref.labels} (frame {ref.frame}) has label id {top} but the shot has only {k} part(s)"
-            )
         for i in range(k + 1):
             probs[i] = labels == i
         return probs
@@ -52,6 +70,7 @@ def reference_probs(ref: Reference, parts: tuple[str, ...], plate_hw: tuple[int,
         path = ref.masks.get(part)
         if path is None:
             continue  # a part the artist did not draw on this keyframe is absent there
+        image_size(path)  # the header first: a decompression bomb never reaches a decoder
         mask = _fit_to_plate(read_mask(path), plate_hw, path, nearest=False)
         mask = np.clip(np.nan_to_num(mask, nan=0.0), 0.0, 1.0)
         if float(mask.max(initial=0.0)) < 0.5:

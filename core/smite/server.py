@@ -7,6 +7,13 @@ instead of fighting the first for GPU memory, and ``status``/``cancel`` stay ans
 a frame is computing. Each engine progress callback becomes a ``progress`` notification and
 each finished job a ``done`` notification.
 
+Requests that read files (``segment``, ``learn``: manifests, plate folder listings) are planned on a
+planner thread, never on the reader, so a huge inline shot or a slow file system cannot hold up
+``status`` and ``cancel``. Replies may therefore come out of request order; clients match them by id.
+What the server holds is bounded: `MAX_PLANS` requests waiting to be planned, `MAX_JOBS` queued
+jobs, `HISTORY` finished ones (whose engine call is dropped once done); past a bound the request is
+answered with SERVER_BUSY.
+
 The engine is imported lazily (inside the worker) so importing this module stays cheap and a
 broken torch install is reported as an error reply, not a crash at start-up.
 """
@@ -20,6 +27,7 @@ import logging
 import math
 import os
 import platform
+import queue
 import sys
 import threading
 import traceback
@@ -45,6 +53,10 @@ CANCELLED = "cancelled"
 FINAL_STATES = (FINISHED, FAILED, CANCELLED)
 
 HISTORY = 100  # finished jobs kept for `status`; older ones are forgotten
+MAX_JOBS = 16  # jobs waiting to run; a host queues a few shots, never hundreds
+MAX_PLANS = 32  # segment/learn requests waiting for the planner thread
+HISTORY_LIST_MAX = 1000  # longer frame lists in a finished job's `status` result are kept as a range string
+PLANNED = (SEGMENT, LEARN)  # methods that read files: planned off the reader thread
 SHUTDOWN_WAIT_S = 120.0  # how long shutdown waits for the running job to stop at a frame boundary
 
 
@@ -139,17 +151,25 @@ class Server:
         self._after_reply: List[Job] = []
         self._stopping = False
         self._out_broken = False
+        self._local = threading.local()  # jobs created by the request this thread is answering
+        self._plans: "queue.Queue[Any]" = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="smite-worker", daemon=True)
         self._worker.start()
+        self._planner = threading.Thread(target=self._plan_loop, name="smite-planner", daemon=True)
+        self._planner.start()
 
     # --- transport ---------------------------------------------------------------------------
 
     def send(self, msg: Dict[str, Any]) -> None:
-        """Write one message; a vanished client is remembered, not raised (the job still finishes cleanly)."""
+        """Write one message; never raises. A vanished client is remembered (the job still finishes cleanly)."""
         try:
             data = encode(msg)
-        except (TypeError, ValueError):
-            data = encode(jsonable(msg))
+        except Exception:  # noqa: BLE001 - unknown objects, NaN, nesting too deep: the writer must not fail
+            try:
+                data = encode(jsonable(msg))
+            except Exception as exc:  # noqa: BLE001
+                msg_id = msg.get("id") if isinstance(msg, dict) and _valid_id(msg.get("id")) else None
+                data = encode(error(msg_id, INTERNAL_ERROR, f"reply could not be encoded: {type(exc).__name__}"))
         with self._write_lock:
             if self._out_broken:
                 return
@@ -178,23 +198,63 @@ class Server:
         return 0
 
     def handle_line(self, line: bytes) -> None:
-        """Parse, dispatch and answer one line; never raises. Notifications get no reply (JSON-RPC 2.0)."""
+        """Parse and answer one line (``segment``/``learn`` via the planner); never raises.
+
+        Notifications get no reply (JSON-RPC 2.0).
+        """
         msg_id: Any = None
-        is_notification = False
         try:
             msg = decode(line)
             if isinstance(msg, dict) and _valid_id(msg.get("id")):
                 msg_id = msg.get("id")
             _, method, params = check_request(msg)
-            is_notification = "id" not in msg
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply; the loop goes on
+            self.send({"jsonrpc": "2.0", "id": msg_id, "error": error_dict(exc)})
+            return
+        is_notification = "id" not in msg
+        if method in PLANNED:
+            if self._plans.qsize() >= MAX_PLANS:
+                if not is_notification:
+                    self.send(error(msg_id, SERVER_BUSY, f"{MAX_PLANS} requests are already waiting to be planned; "
+                                                         f"try again when some have been answered"))
+                return
+            self._plans.put((msg_id, is_notification, method, params))
+            return
+        self._answer(msg_id, is_notification, method, params)
+
+    def _answer(self, msg_id: Any, is_notification: bool, method: str, params: Dict[str, Any]) -> None:
+        """Dispatch one checked request, send its reply, then let the jobs it created run; never raises."""
+        self._local.created = []
+        try:
             reply = result(msg_id, jsonable(self.dispatch(method, params)))
-        except Exception as exc:  # every failure becomes an error reply; the loop goes on
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply
             if not isinstance(exc, (RpcError, SmiteError)):
                 log.exception("internal error while handling a request")
             reply = {"jsonrpc": "2.0", "id": msg_id, "error": error_dict(exc)}
         if not is_notification:
             self.send(reply)
-        self._release_jobs()
+        created, self._local.created = self._local.created, []
+        self._release_jobs(created)
+
+    def _plan_loop(self) -> None:
+        """The planner thread: answers ``segment``/``learn`` in arrival order until `close`."""
+        while True:
+            item = self._plans.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):  # a marker from `_drain_plans`
+                item.set()
+                continue
+            self._answer(*item)
+            item = None  # the request's params (a frame list can be megabytes) are not kept
+
+    def _drain_plans(self, timeout: float) -> None:
+        """Wait (bounded) until the planner has answered every request queued before now."""
+        if threading.current_thread() is self._planner or not self._planner.is_alive():
+            return
+        marker = threading.Event()
+        self._plans.put(marker)
+        marker.wait(timeout)
 
     def dispatch(self, method: str, params: Dict[str, Any]) -> Any:
         """Call ``m_<method>(**params)``; unknown method or bad param names -> RpcError."""
@@ -235,12 +295,18 @@ class Server:
     def m_segment(self, shot: Any, out: Any, settings: Any = None, frames: Any = None,
                   preview: Any = False, force: Any = False, base_dir: Any = None) -> Dict[str, Any]:
         """Queue `engine.segment_shot`; replies at once with ``{job, queued}``."""
-        base = self._base_dir(base_dir)
-        spec = self._shot(shot, base)
-        out_pattern = self._out_path(out, base)
-        from .io.sequence import check_output_pattern, parse_frame_range
+        from .io.sequence import MAX_FRAMES, check_output_pattern, parse_frame_range
 
-        check_output_pattern(out_pattern)
+        self._check_room()
+        base = self._base_dir(base_dir)
+        out_pattern = self._out_path(out, base)
+        try:
+            check_output_pattern(out_pattern)
+        except SmiteError as exc:
+            raise RpcError(exc.code, str(exc), {"param": "out"}) from None
+        if isinstance(frames, list) and len(frames) > MAX_FRAMES:
+            raise RpcError(INVALID_PARAMS, f"param 'frames' lists {len(frames)} frames; at most {MAX_FRAMES}",
+                           {"param": "frames"})
         frame_list: Optional[List[int]] = None
         if frames is not None:
             if isinstance(frames, list) and all(isinstance(f, int) and not isinstance(f, bool) for f in frames):
@@ -252,6 +318,7 @@ class Server:
                     raise RpcError(INVALID_PARAMS, f"param 'frames': {exc}", {"param": "frames"}) from None
             else:
                 _need("frames", frames, str, 'a range string like "1001-1100" or a list of frames')
+        spec = self._shot(shot, base)
         cfg = self._settings(settings)
         preview = _need("preview", preview, bool, "true or false")
         force = _need("force", force, bool, "true or false")
@@ -266,6 +333,7 @@ class Server:
 
     def m_learn(self, shot: Any, out: Any, settings: Any = None, base_dir: Any = None) -> Dict[str, Any]:
         """Queue `engine.learn_parts`; replies at once with ``{job, queued}``."""
+        self._check_room()
         base = self._base_dir(base_dir)
         spec = self._shot(shot, base)
         out_path = self._out_path(out, base)
@@ -312,7 +380,11 @@ class Server:
         return {"job": target.id, "state": state}
 
     def m_shutdown(self) -> Dict[str, Any]:
-        """Cancel everything and stop reading; the process exits 0 once the running job has stopped."""
+        """Cancel everything and stop reading; the process exits 0 once the running job has stopped.
+
+        Requests sent before it are planned first (their jobs are then cancelled like any queued job).
+        """
+        self._drain_plans(self.shutdown_wait)
         self._stopping = True
         cancelled = self.cancel_all()
         return {"ok": True, "cancelled": cancelled}
@@ -344,31 +416,48 @@ class Server:
         return [j.id for j in queued] + ([running.id] if running is not None else [])
 
     def close(self, timeout: Optional[float] = None) -> None:
-        """Cancel all jobs and wait (bounded) for the worker to leave its current frame."""
+        """Answer the requests still being planned, cancel all jobs and wait (bounded) for the worker."""
+        wait = self.shutdown_wait if timeout is None else timeout
+        self._plans.put(None)
+        if self._planner is not threading.current_thread():
+            self._planner.join(wait)
         self._stopping = True
         self.cancel_all()
         with self._cond:
             self._cond.notify_all()
         self._worker.join(self.shutdown_wait if timeout is None else timeout)
 
-    def _submit(self, method: str, run: Callable[[Job], Any], info: Dict[str, Any]) -> Dict[str, Any]:
+    def _check_room(self) -> None:
+        """SERVER_BUSY before any planning when the job queue is full (checked again at submit)."""
         with self._cond:
             if self._stopping:
                 raise RpcError(SERVER_BUSY, "the server is shutting down")
+            if len(self._queue) + len(self._after_reply) >= MAX_JOBS:
+                raise RpcError(SERVER_BUSY, f"{MAX_JOBS} jobs are already queued; wait for some to finish "
+                                            f"or cancel them")
+
+    def _submit(self, method: str, run: Callable[[Job], Any], info: Dict[str, Any]) -> Dict[str, Any]:
+        self._check_room()
+        with self._cond:
             job = Job(f"job-{os.getpid()}-{self._next_job}", method, run, info)  # unique across restarts
             self._next_job += 1
             self._jobs[job.id] = job
             ahead = len(self._queue) + len(self._after_reply) + (1 if self._running else 0)
             # Enqueued only after the reply is written, so a client always sees {job} before its progress.
             self._after_reply.append(job)
+        created = getattr(self._local, "created", None)
+        if created is not None:
+            created.append(job)
         return {"job": job.id, "queued": ahead}
 
-    def _release_jobs(self) -> None:
+    def _release_jobs(self, jobs: List[Job]) -> None:
+        """Queue ``jobs`` (their reply has been sent); a job cancelled meanwhile is no longer waiting."""
         with self._cond:
-            if self._after_reply:
-                self._queue.extend(self._after_reply)
-                self._after_reply.clear()
-                self._cond.notify_all()
+            for job in jobs:
+                if job in self._after_reply:
+                    self._after_reply.remove(job)
+                    self._queue.append(job)
+            self._cond.notify_all()
 
     def _job(self, job_id: Any) -> Job:
         _need("job", job_id, str, "a job id string")
@@ -390,7 +479,7 @@ class Server:
             try:
                 if job.cancel.is_set():
                     raise CancelledError(f"job {job.id} cancelled before it started")
-                value = job.run(job)
+                value: Any = job.run(job)
             except BaseException as exc:  # noqa: BLE001 - a job failure must never kill the worker
                 if not isinstance(exc, (SmiteError, RpcError)):
                     log.error("job %s failed:\n%s", job.id, traceback.format_exc())
@@ -400,17 +489,24 @@ class Server:
             with self._cond:
                 self._running = None
             self._finish(job, outcome)
+            job = value = outcome = None  # nothing of a finished job stays alive in this frame
 
     def _finish(self, job: Job, outcome: Any) -> None:
-        """Record the job's end and send ``done``: ``outcome`` is the result or the exception."""
+        """Record the job's end and send ``done``: ``outcome`` is the result or the exception.
+
+        The engine call (which holds the shot and its frame list) is dropped, and the result kept for
+        `status` has long frame lists folded to range strings, so history stays small.
+        """
+        job.run = None
         if isinstance(outcome, BaseException):
             job.error = error_dict(outcome)
             job.state = CANCELLED if isinstance(outcome, CancelledError) else FAILED
             params: Dict[str, Any] = {"job": job.id, "error": job.error}
         else:
-            job.result = jsonable(outcome)
+            full = jsonable(outcome)
+            job.result = _compact(full)
             job.state = FINISHED
-            params = {"job": job.id, "result": job.result}
+            params = {"job": job.id, "result": full}
         with self._cond:
             self._history.append(job.id)
             while len(self._history) > HISTORY:
@@ -436,14 +532,14 @@ class Server:
     def _base_dir(base_dir: Any) -> str:
         if base_dir is None:
             return os.getcwd()
-        return os.path.abspath(_need("base_dir", base_dir, str, "a folder path"))
+        return os.path.abspath(_path_param("base_dir", _need("base_dir", base_dir, str, "a folder path")))
 
     @staticmethod
     def _shot(shot: Any, base: str) -> Any:
         from .config import ShotSpec, load_shot
 
         if isinstance(shot, str) and shot:
-            return load_shot(os.path.join(base, os.path.expanduser(shot)))
+            return load_shot(os.path.join(base, os.path.expanduser(_path_param("shot", shot))))
         if isinstance(shot, dict):
             return ShotSpec.from_dict(shot, base, source="<inline shot>")
         raise RpcError(INVALID_PARAMS, f"param 'shot' must be a manifest path or a manifest object, "
@@ -454,6 +550,7 @@ class Server:
         _need("out", out, str, "an output path")
         if not out:
             raise RpcError(INVALID_PARAMS, "param 'out' must be a non-empty path", {"param": "out"})
+        _path_param("out", out)
         return os.path.normpath(os.path.join(base, os.path.expanduser(out)))
 
     @staticmethod
@@ -471,9 +568,14 @@ class Server:
         from .errors import BadInputError
         from .io.sequence import has_frame_token, require_frames
 
+        if frames is not None:
+            shot_frames = set(spec.frames)
+            outside = next((f for f in frames if f not in shot_frames), None)
+            if outside is not None:
+                raise BadInputError(f"frame {outside} is outside the shot's frames {spec.to_dict()['frames']}",
+                                    frame=outside)
         if has_frame_token(spec.plate):
-            wanted = frames if frames is not None else list(spec.frames)
-            require_frames(spec.plate, [f for f in wanted if f in set(spec.frames)] or wanted)
+            require_frames(spec.plate, list(spec.frames) if frames is None else frames)
         for ref in spec.references:
             for path in ([ref.labels] if ref.labels else []) + list(ref.masks.values()):
                 if not os.path.isfile(path):
@@ -503,6 +605,31 @@ class Server:
 
 def _valid_id(value: Any) -> bool:
     return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def _path_param(name: str, value: str) -> str:
+    """``value`` when the file system can spell it; a lone surrogate or NUL -> INVALID_PARAMS naming ``name``."""
+    try:
+        encoded = os.fsencode(value)
+    except UnicodeEncodeError:
+        raise RpcError(INVALID_PARAMS, f"param '{name}' is not a valid path (it holds a lone UTF-16 surrogate)",
+                       {"param": name}) from None
+    if b"\0" in encoded:
+        raise RpcError(INVALID_PARAMS, f"param '{name}' is not a valid path (it holds a NUL character)",
+                       {"param": name})
+    return value
+
+
+def _compact(value: Any) -> Any:
+    """``value`` with integer lists longer than `HISTORY_LIST_MAX` spelled as frame-range strings."""
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items()}
+    if (isinstance(value, list) and len(value) > HISTORY_LIST_MAX
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        from .io.sequence import format_frame_range
+
+        return format_frame_range(value)
+    return value
 
 
 class LogForwarder(logging.Handler):

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from ..config import Settings, load_shot
+from ..config import Settings, load_shot, read_json_file
 from ..engine import segment_shot
 from ..errors import BadInputError
 from ..io.sequence import parse_frame_range
@@ -61,13 +61,14 @@ def parse_set_items(items: list[str]) -> tuple[dict, dict]:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     data: dict = {}
     if getattr(args, "settings", None):
-        try:
-            with open(args.settings, encoding="utf-8") as handle:
-                data.update(json.load(handle))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BadInputError(f"cannot read settings file {args.settings}: {exc}") from None
+        loaded = read_json_file(args.settings, "settings file")
+        if not isinstance(loaded, dict):
+            raise BadInputError(f"settings file {args.settings} must hold a JSON object, got {type(loaded).__name__}")
+        data.update(loaded)
     top, diffusion = parse_set_items(getattr(args, "set", []) or [])
     data.update(top)
+    if not isinstance(data.get("diffusion") or {}, dict):
+        raise BadInputError(f"setting 'diffusion' must be an object of diffusion settings, got {data['diffusion']!r}")
     diffusion = {**dict(data.get("diffusion") or {}), **diffusion}
     if getattr(args, "model", None):
         diffusion["model"] = args.model
@@ -93,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output pattern, e.g. out/mattes.####.exr")
     parser.add_argument("--frames", help="frame range to write, e.g. 1001-1050 (default: the whole shot)")
     parser.add_argument("--context", type=int, help="extra frames read on each side of --frames (default 8)")
-    parser.add_argument("--preview", action="store_true", help="also write preview.png, a contact sheet")
+    parser.add_argument("--preview", action="store_true", help="also write <name>.smite-preview.png beside the mattes, a contact sheet")
     parser.add_argument("--force", action="store_true", help="redo frames that are already complete")
     parser.add_argument("--quiet", action="store_true", help="no bar; one 'PROGRESS done/total' line per frame")
     add_settings_arguments(parser)
@@ -102,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     shot = load_shot(args.shot)
     settings = settings_from_args(args)
-    frames = parse_frame_range(args.frames) if args.frames else None
+    frames = parse_frame_range(args.frames) if args.frames is not None else None  # "" is an error, not "all"
     progress = Progress(args.quiet)
     try:
         result = segment_shot(shot, args.out, settings, frames=frames, preview=args.preview, force=args.force,

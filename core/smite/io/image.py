@@ -9,6 +9,7 @@ never sees half a frame.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator, Mapping
 
@@ -18,6 +19,8 @@ import OpenImageIO as oiio
 from ..errors import FrameError, OutputError
 
 _OUT_FORMATS = {"float": oiio.FLOAT, "half": oiio.HALF, "uint8": oiio.UINT8, "uint16": oiio.UINT16}
+MAX_IMAGE_PIXELS = 16384 * 8192  # 134 Mpx, 4x an 8K frame: a larger header is a decompression bomb
+MAX_IMAGE_CHANNELS = 256  # far above any plate or mask (AOV-heavy EXRs hold a few dozen)
 _INT_FORMATS = {"uint8": "uint8", "int8": "int8", "uint16": "uint16", "int16": "int16", "uint32": "uint32", "int32": "int32"}
 
 
@@ -36,6 +39,11 @@ def _open(path: str) -> Iterator[oiio.ImageInput]:
     if inp is None:
         raise FrameError(f"cannot read {path}: {_error_text()}", path=path)
     try:
+        spec = inp.spec()  # header only: a decompression bomb is refused before any pixel is decoded
+        if spec.width * spec.height > MAX_IMAGE_PIXELS or spec.nchannels > MAX_IMAGE_CHANNELS:
+            raise FrameError(f"cannot read {path}: its header claims {spec.width}x{spec.height} pixels and "
+                             f"{spec.nchannels} channels; at most {MAX_IMAGE_PIXELS} pixels and "
+                             f"{MAX_IMAGE_CHANNELS} channels are read", path=path)
         yield inp
     finally:
         inp.close()
@@ -158,11 +166,22 @@ def image_size(path: str) -> tuple[int, int]:
         return int(spec.width), int(spec.height)
 
 
-def _temp_path(path: str) -> str:
-    """Hidden temp name beside ``path`` that keeps the real extension last, so OIIO picks the format."""
+NAME_MAX = 255  # bytes in one file name on every file system a facility uses
+
+
+def _temp_path(path: str, pid: int | None = None) -> str:
+    """Hidden temp name beside ``path`` that keeps the real extension last, so OIIO picks the format.
+
+    ``.<stem>.<pid>.tmp<ext>``; when that would exceed `NAME_MAX` (a valid 245-character output name),
+    the stem is cut and a hash of it appended, so the temp name stays unique and legal.
+    """
     folder, name = os.path.split(path)
     stem, ext = os.path.splitext(name)
-    return os.path.join(folder, f".{stem}.{os.getpid()}.tmp{ext}")
+    suffix = f".{os.getpid() if pid is None else pid}.tmp{ext}"
+    if len(os.fsencode(f".{stem}{suffix}")) > NAME_MAX:
+        digest = hashlib.sha1(os.fsencode(stem)).hexdigest()[:12]
+        stem = os.fsencode(stem)[:100].decode("utf-8", "ignore") + "~" + digest
+    return os.path.join(folder, f".{stem}{suffix}")
 
 
 def _ensure_folder(folder: str) -> None:

@@ -89,6 +89,45 @@ def read_matte(path: str) -> tuple[list[str], np.ndarray, dict[str, str]]:
     return parts, probs, metadata
 
 
+def has_smite_attribute(path: str, key: str = PARTS_KEY) -> bool:
+    """True when ``path`` is an image whose header holds string attribute ``key`` (a file SMITE wrote).
+
+    Header only, no pixels: used before overwriting, so a user's photo or plate is never replaced.
+    """
+    try:
+        with _open(path) as inp:
+            return bool(inp.spec().get_string_attribute(key))
+    except SmiteError:
+        return False
+
+
+EXR_MAGIC = b"v/1\x01"
+
+
+def is_smite_matte(path: str) -> bool:
+    """True when ``path`` is a matte SMITE wrote, or a damaged one (truncated by a full disk or a copy).
+
+    A damaged file counts as ours only when it is an EXR whose first 4 KiB (the header, which lists
+    channels near its start) names a ``smite_`` channel; any other file, image or not, is not ours.
+    """
+    if has_smite_attribute(path):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return head.startswith(EXR_MAGIC) and b"smite_" in head and not _opens(path)
+
+
+def _opens(path: str) -> bool:
+    try:
+        with _open(path):
+            return True
+    except SmiteError:
+        return False
+
+
 def matte_is_complete(path: str, expected: Mapping[str, str]) -> bool:
     """True only if ``path`` reads fully, holds the parts of ``expected["smite/parts"]`` and all ``expected`` metadata.
 

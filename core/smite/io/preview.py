@@ -81,11 +81,13 @@ def write_contact_sheet(
     *,
     columns: int = 4,
     tile_width: int = 320,
+    attributes: dict[str, str] | None = None,
 ) -> None:
     """Write an 8-bit PNG grid of (frame, rgb (H, W, 3), probs (K, H, W)) tiles plus a legend row.
 
     The sheet is ``columns * tile_width`` wide (fewer columns when there are fewer tiles); rows
-    are as tall as the tallest scaled tile, plus `LEGEND_HEIGHT` for the legend.
+    are as tall as the tallest scaled tile, plus `LEGEND_HEIGHT` for the legend. ``attributes`` are
+    written as PNG text (the engine marks its previews so it only ever replaces its own).
     """
     if not tiles:
         raise BadInputError(f"contact sheet {path}: no frames to show")
@@ -103,4 +105,4 @@ def write_contact_sheet(
         cv2.rectangle(sheet, (x, y), (x + 14, y + 14), tuple(int(c) for c in colour), -1)
         _label(sheet, name, (x + 20, y + 12))
         x += 20 + cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)[0][0] + 16
-    write_image(path, sheet, dtype="uint8")
+    write_image(path, sheet, dtype="uint8", attributes=attributes)

@@ -17,21 +17,31 @@ from ..errors import BadInputError, FrameError, OutputError
 _TOKEN = re.compile(r"#+|@+|%(0?\d*)d")
 _RANGE_ITEM = re.compile(r"^(\d+)(?:-(\d+)(?:x(\d+))?)?$")
 NO_TOKEN_HINT = "has no frame token (use ####, %04d or @)"
+# Most frames one range may name: 100,000 frames is 69 minutes at 24 fps, far beyond any shot. Counted
+# before anything is built, so "0-100000000" is one quick error instead of an 11 GB list.
+MAX_FRAMES = 100_000
+MATTE_EXTENSIONS = (".exr",)  # mattes are EXR: an output pattern never names a photo or a plate
 
 
 def parse_frame_range(spec: str) -> list[int]:
     """Frames named by ``spec`` ("1001-1100", "1001-1100x2", "5", "1-3,7,10-20x5"), sorted, unique.
 
-    The step only thins the run; the last frame is included when the step lands on it.
+    The step only thins the run; the last frame is included when the step lands on it. A range naming
+    more than `MAX_FRAMES` frames (counted arithmetically first) is refused.
     """
-    items = [item.strip() for item in str(spec).split(",")]
+    spec = str(spec)
+    if len(spec) > 64 * MAX_FRAMES:  # longer than any list of MAX_FRAMES frame numbers
+        raise BadInputError(f"frame range of {len(spec)} characters is too long (at most {MAX_FRAMES} frames)")
+    items = [item.strip() for item in spec.split(",")]
     if not any(items):
-        raise BadInputError(f"empty frame range {spec!r}")
-    frames: set[int] = set()
+        raise BadInputError(f"empty frame range {_short(spec)!r}")
+    runs: list[range] = []
+    count = 0
     for item in items:
         match = _RANGE_ITEM.match(item.replace(" ", ""))
         if not match:
-            raise BadInputError(f"bad frame range {spec!r}: cannot read {item!r} (use e.g. 1001-1100, 1001-1100x2, 5)")
+            raise BadInputError(f"bad frame range {_short(spec)!r}: cannot read {_short(item)!r} "
+                                f"(use e.g. 1001-1100, 1001-1100x2, 5)")
         start = int(match.group(1))
         end = int(match.group(2)) if match.group(2) is not None else start
         step = int(match.group(3)) if match.group(3) is not None else 1
@@ -39,8 +49,20 @@ def parse_frame_range(spec: str) -> list[int]:
             raise BadInputError(f"bad frame range {spec!r}: {item!r} ends before it starts")
         if step < 1:
             raise BadInputError(f"bad frame range {spec!r}: step in {item!r} must be at least 1")
-        frames.update(range(start, end + 1, step))
+        count += (end - start) // step + 1  # arithmetic: len(range) overflows past 2**63
+        if count > MAX_FRAMES:
+            raise BadInputError(f"frame range {_short(spec)!r} names more than {MAX_FRAMES} frames "
+                                f"(the most one run takes)")
+        runs.append(range(start, end + 1, step))
+    frames: set[int] = set()
+    for run in runs:
+        frames.update(run)
     return sorted(frames)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters for an error message."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def format_frame_range(frames: list[int]) -> str:
@@ -98,15 +120,44 @@ def frame_path(pattern: str, frame: int) -> str:
     return pattern[: token.start()] + f"{int(frame):0{_token_width(token)}d}" + pattern[token.end():]
 
 
+def without_frame_token(name: str) -> str:
+    """``name`` with its frame token and the separator before it removed: "mattes.####" -> "mattes"."""
+    token = _last_token(name)
+    if token is None:
+        return name
+    return name[: token.start()].rstrip("._-") + name[token.end():]
+
+
 def check_output_pattern(pattern: str) -> None:
-    """Raise OutputError when an output pattern cannot name one file per frame."""
+    """Raise OutputError when an output pattern cannot name one matte EXR per frame.
+
+    The pattern must end in ``.exr``: a pattern like ``IMG_####.jpg`` would otherwise replace photos.
+    """
     if not has_frame_token(pattern):
         raise OutputError(f"output pattern {pattern} {NO_TOKEN_HINT}")
+    if not pattern.lower().endswith(MATTE_EXTENSIONS):
+        raise OutputError(f"output pattern {pattern} must end in .exr (mattes are EXR files)")
+    token = _last_token(pattern)
+    if os.sep in pattern[token.end():]:
+        raise OutputError(f"output pattern {pattern}: the frame token must be in the file name, not a folder")
 
 
 def find_missing(pattern: str, frames: list[int]) -> list[int]:
-    """The frames of ``frames`` whose file does not exist, in the given order."""
-    return [f for f in frames if not os.path.isfile(frame_path(pattern, f))]
+    """The frames of ``frames`` whose file does not exist, in the given order.
+
+    When the frame token is in the file name, the folder is listed once instead of asking the file
+    system about each frame, so the cost is linear in the folder and the request, not per-file calls.
+    """
+    token = _last_token(pattern)
+    if token is None or os.sep in pattern[token.end():] or len(frames) < 64:
+        return [f for f in frames if not os.path.isfile(frame_path(pattern, f))]
+    folder = os.path.dirname(frame_path(pattern, frames[0])) or "."
+    try:
+        with os.scandir(folder) as entries:
+            present = {entry.name for entry in entries if entry.is_file()}
+    except OSError:
+        present = set()
+    return [f for f in frames if os.path.basename(frame_path(pattern, f)) not in present]
 
 
 def discover_frames(pattern: str) -> list[int]:
