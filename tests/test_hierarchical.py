@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from smite.method.crops import combine_tiles, crop_image, paste_maps, subject_box, tile_layout, tile_rect
+from smite.method.crops import (
+    combine_tiles, crop_image, is_high_aspect, paste_maps, square_crop, subject_box, tile_layout, tile_rect,
+)
 from smite.model.settings import PRESETS, DiffusionSettings
 
 CHAIR = os.path.join(os.path.dirname(__file__), "data", "chair")
@@ -99,6 +101,23 @@ def test_tile_rect_and_crop_image_map_model_pixels_to_the_plate():
     assert crop.shape == (20, 16, 1) and crop[0, 0, 0] == image[20, 16, 0]
 
 
+def test_high_aspect_square_crop_known_answers():
+    """src/hierarchical_segmentation.py:83 (aspect > 1.5) and 208-292: a square of the short side,
+    centred on the foreground's int(mean) pixel, slid inside the frame; kept (None) when the subject
+    is taller than the side, or wider and fills more than half its (max - min) box (l.238)."""
+    assert is_high_aspect((100, 151)) and is_high_aspect((151, 100)) and not is_high_aspect((100, 150))
+    # 40x120: rows 5..14, columns 50..59 -> centre (int 9.5, int 54.5) = (9, 54): columns 54 - 20 = 34 on
+    assert square_crop(_mask(40, 120, slice(5, 15), slice(50, 60))) == (0, 40, 34, 74)
+    assert square_crop(_mask(40, 120, slice(5, 15), slice(110, 120))) == (0, 40, 80, 120)  # slid inside
+    assert square_crop(np.zeros((40, 120), bool)) == (0, 40, 40, 80)  # no foreground: the centre
+    assert square_crop(_mask(40, 120, slice(0, 40), slice(0, 60))) is None  # 59 > 40 wide and full
+    # wide but sparse: 3 pixels in a 39x100 box fill < 0.5 -> cropped at (int 13, int 50)
+    assert square_crop(_mask(40, 120, [0, 0, 39], [0, 100, 50])) == (0, 40, 30, 70)
+    # portrait 120x40: a subject taller than the width (59 > 40) keeps the first maps, as theirs
+    assert square_crop(_mask(120, 40, slice(0, 60), slice(10, 20))) is None
+    assert square_crop(_mask(120, 40, slice(50, 60), slice(10, 20))) == (34, 74, 0, 40)
+
+
 def test_official_preset_is_the_authors_shipped_inference():
     """The values of their scripts: every scripts/configs/*.sh sets regularization_weight=0 and
     track_weight=0 (e.g. car.sh, face.sh, last lines); scripts/parser/parse_args_inference.sh:13
@@ -153,7 +172,7 @@ class _FakeSegmenter:
     def __call__(self, frames, seed, carried=None):
         from smite.method.segment import WindowResult
 
-        type(self).calls.append((self.temporal, [f.shape for f in frames]))
+        type(self).calls.append((self.temporal, [f.shape for f in frames], sorted(carried or {})))
         t = len(frames)
         if not self.temporal:
             s = torch.zeros(t, self.classes, *self.grid)
@@ -203,3 +222,72 @@ def test_main_pass_runs_on_each_frames_crop_and_is_pasted_back(monkeypatch):
     box[:] = False
     box[5:34, 13:51] = True
     assert np.array_equal(wide.argmax(0) == 2, box)
+
+
+def test_high_aspect_plate_gets_a_square_crop_coarse_pass(monkeypatch, tmp_path):
+    """On a 3:1 plate the coarse foreground comes from a second reference pass on each frame's square
+    crop (hierarchical l.83-84, 318-331): here that pass says "subject" on the whole crop, so the box
+    becomes the crop's (0, 43, 33, 76) grown by 4%; with high_aspect off it stays the first subject's box."""
+    import cv2
+
+    import smite.backends.diffusion as diffusion
+    from smite.config import Settings
+    from smite.frames import FrameSource
+    from smite.method.segment import WindowResult
+    from smite.model.parts import PartModel
+
+    for f in range(3):
+        cv2.imwrite(str(tmp_path / f"w.{f:04d}.png"), np.full((60, 180, 3), 40 * f, np.uint8))
+
+    class Fake(_FakeSegmenter):
+        grid = (43, 128)
+        subject = (slice(10, 30), slice(40, 70))  # centre (int 19.5, int 54.5) -> crop columns 54 - 21 = 33..76
+
+        def __call__(self, frames, seed, carried=None):
+            if not self.temporal and self.calls and not self.calls[-1][0]:  # the square-crop pass
+                type(self).calls.append((False, [f.shape for f in frames]))
+                s = torch.zeros(len(frames), self.classes, 8, 8)
+                s[:, 1] = 1.0
+                return WindowResult(probs=s.softmax(1), maps=s.flatten(2).transpose(1, 2))
+            return super().__call__(frames, seed, carried)
+
+    monkeypatch.setattr(diffusion, "WindowSegmenter", Fake)
+    backbone = types.SimpleNamespace(unet=torch.nn.Linear(1, 1), hash="fake")
+    parts = PartModel(parts=("a", "b"), context=torch.zeros(3, 4), backbone_hash="fake", settings={}, kv_deltas={})
+    source = FrameSource(str(tmp_path / "w.####.png"), [0, 1, 2], "sRGB - Texture")
+    boxes = {}
+    for high_aspect in (True, False):
+        Fake.calls = []
+        s = DiffusionSettings(resolution=128, window=3, overlap=1, high_aspect=high_aspect)
+        backend = diffusion.DiffusionBackend(Settings(backend="diffusion"), s, backbone=backbone, part_model=parts)
+        out = dict(backend.propagate(backend.init_state(source, ("a", "b"))))
+        assert [len(c[1]) for c in Fake.calls if not c[0]] == ([3, 3] if high_aspect else [3])
+        ys, xs = np.nonzero(out[1].argmax(0) == 2)
+        boxes[high_aspect] = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
+    # crop rows 0..42, columns 33..75: int(0.04·42) = 1 each side, max + 1 as the end -> (0, 43, 32, 76)
+    assert boxes[True] == (0, 43, 32, 76)
+    # first subject rows 10..29, columns 40..69: int(0.04·19) = 0, int(0.04·29) = 1 -> (10, 29, 39, 70)
+    assert boxes[False] == (10, 29, 39, 70)
+
+
+def test_tiles_each_run_the_main_pass_with_their_own_carry(monkeypatch):
+    """tiles=2 at resolution 64: tile 56 px (450·64/512), step 8; each tile crops 56/64 of the frame
+    (210x315 of the 240x360 plate) and carries its own maps into the next window (slicing.py:49-56
+    runs every crop through its own windows)."""
+    import smite.backends.diffusion as diffusion
+    from smite.config import Settings
+    from smite.frames import FrameSource
+    from smite.model.parts import PartModel
+
+    monkeypatch.setattr(diffusion, "WindowSegmenter", _FakeSegmenter)
+    _FakeSegmenter.calls = []
+    backbone = types.SimpleNamespace(unet=torch.nn.Linear(1, 1), hash="fake")
+    parts = PartModel(parts=("a", "b"), context=torch.zeros(3, 4), backbone_hash="fake", settings={}, kv_deltas={})
+    s = DiffusionSettings(resolution=64, window=4, overlap=2, hierarchical=False, tiles=2)
+    backend = diffusion.DiffusionBackend(Settings(backend="diffusion"), s, backbone=backbone, part_model=parts)
+    source = FrameSource(os.path.join(CHAIR, "frames", "%05d.jpg"), list(range(6)), "sRGB - Texture")
+    out = dict(backend.propagate(backend.init_state(source, ("a", "b"))))
+    assert sorted(out) == list(range(6)) and all((p.argmax(0) == 2).all() for p in out.values())
+    calls = _FakeSegmenter.calls
+    assert len(calls) == 8 and all(shape == (210, 315, 3) for c in calls for shape in c[1])
+    assert [c[2] for c in calls] == [[]] * 4 + [[0, 1]] * 4  # windows [0-3], [2-5]: frames 2, 3 carried per tile

@@ -11,11 +11,13 @@ The predictor API of `backends.base` over `method.segment.WindowSegmenter`:
   with both weights 0 a window is the reference pass only, as the authors' shipped inference;
 - hierarchical mode (official): a coarse pass (reference pass only, windows of `coarse_window`, no
   overlap) finds one box per frame around the subject (+4% of the box); the main pass runs on the
-  crops and its maps are pasted back, background outside the box (`method.crops`);
+  crops and its maps are pasted back, background outside the box (`method.crops`); a plate longer
+  than 1.5:1 gets a second coarse pass on a square crop per frame;
 - tiling (off by default; the authors' face setting is 2): the main pass runs once per overlapping
   tile of the model frame, each with its own carry, and the tiles' maps are averaged;
 - frames are stretched to the square model space and the latent-grid maps stretched back to the
-  plate's aspect (long side = resolution); the engine refines them to plate resolution.
+  plate's aspect (long side = resolution); the engine refines them to plate resolution. With crops
+  or tiles the maps S are assembled first and the output is their softmax over classes.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ import torch.nn.functional as F
 
 from ..config import Settings
 from ..errors import BadInputError
-from ..method.crops import Box, combine_tiles, crop_image, paste_maps, subject_box, tile_layout, tile_rect
+from ..method.crops import (
+    Box, combine_tiles, crop_image, is_high_aspect, paste_maps, square_crop, subject_box, tile_layout, tile_rect,
+)
 from ..method.learn import Example, PartLearner
 from ..method.segment import WindowResult, WindowSegmenter, plan_windows, window_seed
 from ..model.backbone import Backbone, load_backbone
@@ -157,7 +161,8 @@ class DiffusionBackend(BackendBase):
                 results = []
                 for t, tile in enumerate(layout):
                     crops = [crop_image(im, tile_rect(box, tile, s.resolution), grid) for im, box in zip(images, boxes)]
-                    result = segmenter(crops, seed + t, {window.index(f): m for f, m in carried[t].items() if f in window})
+                    own = {window.index(f): m for f, m in carried[t].items() if f in window}
+                    result = segmenter(crops, seed + t, own)
                     carried[t] = {f: result.maps[j] for j, f in enumerate(window) if f in later}
                     results.append(result)
                 if coarse is None and len(layout) == 1:
@@ -240,6 +245,8 @@ class _CoarseBoxes:
     As src/hierarchical_segmentation.py:64-81: the reference pass only (guidance weights 0, l.66),
     on windows of `coarse_window` frames without overlap (src/inference.py:84), its maps S bilinear
     to the frame's grid, foreground = argmax > 0, one box per frame (`method.crops.subject_box`).
+    A plate longer than 1.5:1 either way gets a second reference pass on a square crop around
+    each frame's subject, whose foreground replaces the first (l.83-84, 200-331; `square_crop`).
     Windows sit on the absolute frame grid like the main pass's, so a farm chunk finds the same
     boxes (theirs pulls the last window back to full length, src/slicing.py:21-22).
     """
@@ -248,6 +255,7 @@ class _CoarseBoxes:
                  settings: DiffusionSettings, seed: int) -> None:
         self.segmenter, self.state, self.grid = segmenter, state, grid
         self.margin, self.seed = settings.crop_margin, seed
+        self.square = settings.high_aspect and is_high_aspect(state.source.size)
         self.windows = plan_windows(state.frame_numbers, settings.coarse_window, 0)
         self.boxes: dict[int, Box] = {}
 
@@ -255,11 +263,31 @@ class _CoarseBoxes:
         if frame not in self.boxes:
             window = next(w for w in self.windows if frame in w)
             images = [self.state.source.get(f) for f in window]
-            result = self.segmenter(images, window_seed(self.state.source.plate + "|coarse", window[0], self.seed))
+            seed = window_seed(self.state.source.plate + "|coarse", window[0], self.seed)
+            result = self.segmenter(images, seed)
             full = F.interpolate(_grid_maps(result), self.grid, mode="bilinear", align_corners=False)
-            for f, labels in zip(window, full.argmax(1).cpu().numpy()):
-                self.boxes[f] = subject_box(labels > 0, self.margin)
+            foreground = list(full.argmax(1).cpu().numpy() > 0)
+            if self.square:
+                self._square_pass(images, foreground, seed + 1)
+            for f, fg in zip(window, foreground):
+                self.boxes[f] = subject_box(fg, self.margin)
         return self.boxes[frame]
+
+    def _square_pass(self, images: list[np.ndarray], foreground: list[np.ndarray], seed: int) -> None:
+        """Replace each frame's foreground by that of a reference pass on its square crop (in place);
+        outside the crop is background, as theirs pastes the crop's maps into zeros (l.318-331)."""
+        crops = [square_crop(fg) for fg in foreground]
+        todo = [j for j, c in enumerate(crops) if c is not None]
+        if not todo:
+            return
+        result = self.segmenter([crop_image(images[j], crops[j], self.grid) for j in todo], seed)
+        maps = _grid_maps(result)
+        for n, j in enumerate(todo):
+            y0, y1, x0, x1 = crops[j]
+            inner = F.interpolate(maps[n : n + 1], (y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
+            fg = np.zeros(self.grid, bool)
+            fg[y0:y1, x0:x1] = inner[0].argmax(0).cpu().numpy() > 0
+            foreground[j] = fg
 
 
 class _applied_kv:

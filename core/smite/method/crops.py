@@ -105,3 +105,37 @@ def tile_rect(box: Box, tile: Box, side: int) -> Rect:
     y0, y1, x0, x1 = box
     sy, sx = (y1 - y0) / side, (x1 - x0) / side
     return y0 + tile[0] * sy, y0 + tile[1] * sy, x0 + tile[2] * sx, x0 + tile[3] * sx
+
+
+HIGH_ASPECT = 1.5  # plates longer than this (either way) get a square-crop coarse pass (hierarchical l.83)
+
+
+def is_high_aspect(size: tuple[int, int]) -> bool:
+    """src/hierarchical_segmentation.py:83: width/height or height/width above HIGH_ASPECT."""
+    height, width = size
+    return width / height > HIGH_ASPECT or height / width > HIGH_ASPECT
+
+
+def square_crop(foreground: np.ndarray) -> Box | None:
+    """The high-aspect coarse pass's square crop of one frame `(h, w)`, or None: keep the first coarse maps.
+
+    As src/hierarchical_segmentation.py:208-292: side = the short side (theirs min(512, short side)
+    at <= 812 px long side: the short side whenever the aspect exceeds 1.59 or the plate is under
+    512 px); centred on the foreground's mean pixel (the frame's centre without foreground) and slid
+    inside the frame. Kept as is (None) when the subject is taller than the side, or wider and fills
+    more than half its box (l.238, Python's `and` before `or`; the box spans max - min).
+    """
+    h, w = foreground.shape
+    side = min(h, w)
+    ys, xs = np.nonzero(foreground)
+    if len(ys) == 0:
+        cy, cx, tall, wide, fill = h // 2, w // 2, h, w, 0.0
+    else:
+        tall, wide = int(ys.max() - ys.min()), int(xs.max() - xs.min())
+        cy, cx = int(ys.mean()), int(xs.mean())
+        fill = len(ys) / (tall * wide) if tall * wide else float("inf")
+    if tall > side or (wide > side and fill > 0.5):
+        return None
+    y0 = min(max(0, cy - side // 2), h - side)
+    x0 = min(max(0, cx - side // 2), w - side)
+    return y0, y0 + side, x0, x0 + side

@@ -59,8 +59,9 @@ class DiffusionSettings:
     guide_lr_scale: float = 10.0  # step size = scale * sigma_t, sigma_t = (1 - alpha_t) / alpha_t
     lambda_track: float = 1.0  # weight of E_track (CE to the voted maps); published 1-2
     lambda_reg: float = 8.0  # weight of E_reg (3-D DCT low-pass L1 to the reference WAS); published 8
-    hierarchical: bool = True  # official: a reference-only coarse pass finds the subject, the main pass runs on its crop
+    hierarchical: bool = True  # official: a reference-only coarse pass finds the subject; the main pass runs on crops
     coarse_window: int = 18  # frames per window of the coarse pass, no overlap (official src/inference.py:84)
+    high_aspect: bool = True  # official: plates over 1.5:1 get a second coarse pass on a square crop per frame
     crop_margin: float = 0.04  # margin of the crop around the subject, a fraction of the box's own size (official)
     tiles: int = 1  # tiles per side of the model frame, maps averaged over overlaps; the authors use 2 for faces
     tile_side: int = 450  # tile side in px of a 512 model frame (official faces: 450, utils/setup.py / run.py:92)
