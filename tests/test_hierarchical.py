@@ -129,6 +129,8 @@ def test_official_preset_is_the_authors_shipped_inference():
     default = DiffusionSettings()
     assert (default.lambda_track, default.lambda_reg, default.window, default.overlap) == (1.0, 8.0, 16, 8)
     assert set(PRESETS["official"]) == {"lambda_track", "lambda_reg", "window", "overlap", "hierarchical"}
+    face = DiffusionSettings.from_dict({"preset": "official-face"})
+    assert face == official.replace(tiles=2, tile_side=450)  # utils/setup.py:134-135, run.py:92
     # explicit values win over the preset's; the saved form holds values, not the preset's name
     mixed = DiffusionSettings.from_dict({"preset": "official", "window": 12})
     assert mixed.window == 12 and mixed.lambda_reg == 0.0 and "preset" not in mixed.to_dict()

@@ -131,3 +131,5 @@ PRESETS: dict[str, dict[str, Any]] = {
     # turns hierarchical segmentation on.
     "official": {"lambda_track": 0.0, "lambda_reg": 0.0, "window": 18, "overlap": 0, "hierarchical": True},
 }
+# ... and for faces, where utils/setup.py:134-135 (with run.py:92) adds 2x2 tiles of 450 px of the 512² frame.
+PRESETS["official-face"] = {**PRESETS["official"], "tiles": 2, "tile_side": 450}
