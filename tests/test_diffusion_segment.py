@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from smite.backends.diffusion import DiffusionBackend, subject_box  # noqa: E402
+from smite.backends.diffusion import DiffusionBackend  # noqa: E402
 from smite.config import Settings, load_shot  # noqa: E402
 from smite.frames import FrameSource  # noqa: E402
 from smite.io.image import read_label_map  # noqa: E402
@@ -67,45 +67,6 @@ def test_plan_windows_cover_and_anchor():
     for frames in (list(range(7, 57)), list(range(1001, 1030))):
         windows = plan_windows(frames, 16, 8)
         assert sorted({f for w in windows for f in w}) == frames and all(len(w) <= 16 for w in windows)
-
-
-def test_subject_box_known_answers():
-    probs = np.zeros((2, 10, 20), np.float32)
-    probs[0] = 1.0
-    assert subject_box([probs], 0.0) is None  # no foreground
-    second = probs.copy()
-    second[:, 2:4, 5:8] = [[[0.0]], [[1.0]]]
-    assert subject_box([probs, second], 0.0) == (0.2, 0.4, 0.25, 0.4)
-    assert subject_box([second], 0.1) == pytest.approx((0.1, 0.5, 0.15, 0.5))
-    everywhere = np.stack([np.zeros((10, 20)), np.ones((10, 20))]).astype(np.float32)
-    assert subject_box([everywhere], 0.0) is None  # fills the frame: nothing to gain
-
-
-def test_crop_pass_pastes_the_finer_maps_inside_the_subject_box_only():
-    from smite.method.segment import WindowResult
-
-    seen = []
-
-    def fake_segmenter(crops, seed, carried=None):  # says "part 2" everywhere in the crop
-        seen.append([c.shape for c in crops])
-        probs = torch.zeros(len(crops), 3, 4, 4)
-        probs[:, 2] = 1.0
-        return WindowResult(probs=probs, maps=probs.flatten(2).transpose(1, 2))
-
-    coarse = np.zeros((3, 20, 40), np.float32)
-    coarse[0] = 1.0
-    coarse[:, 5:10, 10:20] = np.array([0.0, 1.0, 0.0])[:, None, None]
-    images = [np.zeros((60, 120, 3), np.float32)] * 2
-    for margin in (0.0, 0.1):
-        backend = DiffusionBackend(Settings(backend="diffusion"), FAST.replace(crop_margin=margin), backbone=object())
-        out = backend._crop_pass(fake_segmenter, images, [coarse, coarse], seed=0)
-        box = np.zeros((20, 40), bool)
-        m_y, m_x = round(margin * 20), round(margin * 40)
-        box[5 - m_y : 10 + m_y, 10 - m_x : 20 + m_x] = True
-        for probs in out:
-            assert np.array_equal(probs.argmax(0) == 2, box), margin
-            np.testing.assert_array_equal(probs[:, ~box], coarse[:, ~box])
-    assert seen == [[(15, 30, 3)] * 2, [(27, 54, 3)] * 2]  # crops of the plate-size frames
 
 
 def test_window_seed_depends_on_shot_frame_and_seed():
@@ -299,6 +260,10 @@ def test_same_seed_same_maps_and_no_dead_settings(shot_and_model):
         "guide_t_shift": FAST.replace(guide_t_shift=50), "guide_schedule_steps": FAST.replace(guide_schedule_steps=500),
         "guide_steps": FAST.replace(guide_steps=3), "guided_steps": FAST.replace(guided_steps=1),
         "reg_tau": FAST.replace(reg_tau=(0.999, 0.2)),
+        # the tiny model's coarse pass finds no subject (whole-frame boxes), so crop_margin and
+        # coarse_window are shown to act in test_hierarchical.py and the coarse-pass test below
+        "hierarchical": FAST.replace(hierarchical=False), "tiles": FAST.replace(tiles=2),
+        "tile_side": FAST.replace(tiles=2, tile_side=300),
     }
     for name, diffusion in changes.items():
         other = _segment(shot, backbone, path, diffusion)
@@ -358,7 +323,66 @@ def test_three_chunks_equal_one_run(shot_and_model, tmp_path, monkeypatch):
 
 
 def test_chunks_start_on_the_window_grid_with_warm_up():
-    backend = DiffusionBackend(Settings(backend="diffusion"), FAST.replace(window=8, overlap=4))
+    backend = DiffusionBackend(Settings(backend="diffusion"), FAST.replace(window=8, overlap=4, hierarchical=False))
     # windows start at multiples of 4; the earliest holding frame 21 starts at 16; two more windows back: 8
     assert backend.first_needed(21) == 8
     assert backend.first_needed(16) == 4
+    # hierarchical: back to the start of the coarse window (multiples of coarse_window) holding that frame
+    coarse = DiffusionBackend(Settings(backend="diffusion"), FAST.replace(window=8, overlap=4, coarse_window=6))
+    assert coarse.first_needed(21) == 6 and coarse.first_needed(16) == 0
+
+
+def test_coarse_pass_is_the_reference_pass_only_on_its_own_windows(shot_and_model, monkeypatch):
+    """The authors' coarse pass: guidance weights 0 (src/hierarchical_segmentation.py:66), so 18-frame
+    windows without overlap (src/inference.py:84) and the reference pass only (l.203-204): one UNet
+    call per coarse window, no guided iteration; the guided iterations all run in the main pass."""
+    shot, backbone, path = shot_and_model
+    calls = []
+    unet_calls = {True: 0, False: 0}
+    original_call, original_optimise, original_maps = (
+        WindowSegmenter.__call__, WindowSegmenter._optimise, WindowSegmenter._maps)
+
+    def call(self, frames, *args, **kwargs):
+        calls.append(("window", self.temporal, len(frames)))
+        return original_call(self, frames, *args, **kwargs)
+
+    def optimise(self, *args, **kwargs):
+        calls.append(("guided", self.temporal, None))
+        return original_optimise(self, *args, **kwargs)
+
+    def maps(self, *args, **kwargs):
+        unet_calls[self.temporal] += 1
+        return original_maps(self, *args, **kwargs)
+
+    monkeypatch.setattr(WindowSegmenter, "__call__", call)
+    monkeypatch.setattr(WindowSegmenter, "_optimise", optimise)
+    monkeypatch.setattr(WindowSegmenter, "_maps", maps)
+    _segment(shot, backbone, path, FAST)
+    coarse = [c for c in calls if not c[1]]
+    assert coarse == [("window", False, 12)]  # the 12 loaded frames fit one 18-frame coarse window
+    assert unet_calls[False] == 1
+    guided = [c for c in calls if c[0] == "guided"]
+    # main pass: windows [0-3] and [2-5] (frames 0-3 wanted), 2 guided steps each, one chunk of 4 frames
+    assert len(guided) == 4 and all(temporal for _, temporal, _ in guided)
+    calls.clear()
+    _segment(shot, backbone, path, FAST.replace(coarse_window=5))
+    # main windows [0-3], [2-5] need the coarse windows [0-4] and [5-9], each computed once
+    assert [c[2] for c in calls if not c[1]] == [5, 5]
+
+
+def test_official_preset_differs_from_the_default_and_is_reference_only(shot_and_model, monkeypatch):
+    """--preset official (weights 0, 18/0 windows, as the authors' scripts) runs no guided iteration
+    (src/inference.py:203-204) and gives other mattes than our default (guided, λ_reg 8, λ_track 1)."""
+    from smite.model.settings import PRESETS
+
+    shot, backbone, path = shot_and_model
+    fast = {k: v for k, v in FAST.to_dict().items() if k not in PRESETS["official"]}
+    official = DiffusionSettings.from_dict({**fast, "preset": "official"})
+    assert (official.window, official.overlap, official.lambda_reg, official.lambda_track) == (18, 0, 0.0, 0.0)
+    guided = []
+    original = WindowSegmenter._optimise
+    monkeypatch.setattr(WindowSegmenter, "_optimise", lambda self, *a, **k: guided.append(1) or original(self, *a, **k))
+    out = _segment(shot, backbone, path, official)
+    assert guided == []
+    base = _segment(shot, backbone, path, FAST.replace(window=18, overlap=0))
+    assert guided and any(not np.allclose(out[f], base[f]) for f in out)

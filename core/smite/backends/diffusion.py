@@ -7,10 +7,17 @@ The predictor API of `backends.base` over `method.segment.WindowSegmenter`:
 - the loaded frames are cut into windows of 16 with overlap 8; a window's first `overlap` frames
   take the previous window's final maps as their reference (the carry), and their output comes from
   the later window, which saw them with more context;
-- hierarchical mode (official): a second pass on one crop around the window's subject (+4% margin),
-  pasted back into the coarse maps;
+- guidance (voting + low-pass) runs when the temporal module is on and a guidance weight is above 0;
+  with both weights 0 a window is the reference pass only, as the authors' shipped inference;
+- hierarchical mode (official): a coarse pass (reference pass only, windows of `coarse_window`, no
+  overlap) finds one box per frame around the subject (+4% of the box); the main pass runs on the
+  crops and its maps are pasted back, background outside the box (`method.crops`); a plate longer
+  than 1.5:1 gets a second coarse pass on a square crop per frame;
+- tiling (off by default; the authors' face setting is 2): the main pass runs once per overlapping
+  tile of the model frame, each with its own carry, and the tiles' maps are averaged;
 - frames are stretched to the square model space and the latent-grid maps stretched back to the
-  plate's aspect (long side = resolution); the engine refines them to plate resolution.
+  plate's aspect (long side = resolution); the engine refines them to plate resolution. With crops
+  or tiles the maps S are assembled first and the output is their softmax over classes.
 """
 
 from __future__ import annotations
@@ -22,11 +29,15 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..config import Settings
 from ..errors import BadInputError
+from ..method.crops import (
+    Box, combine_tiles, crop_image, is_high_aspect, paste_maps, square_crop, subject_box, tile_layout, tile_rect,
+)
 from ..method.learn import Example, PartLearner
-from ..method.segment import WindowSegmenter, plan_windows, window_seed
+from ..method.segment import WindowResult, WindowSegmenter, plan_windows, window_seed
 from ..model.backbone import Backbone, load_backbone
 from ..model.parts import PartModel, load_part_model
 from ..model.settings import DiffusionSettings
@@ -72,13 +83,16 @@ class DiffusionBackend(BackendBase):
         d = self.diffusion
         step = d.window - d.overlap
         start = ((first - d.window) // step + 1) * step  # earliest window holding `first`
-        return start - CARRY_WARMUP * step
+        earliest = start - CARRY_WARMUP * step
+        if d.hierarchical:  # the coarse window holding it, for the same boxes as a whole-shot run
+            earliest -= earliest % d.coarse_window
+        return earliest
 
     def shrink_settings(self, settings: Settings) -> Settings | None:
         """Settings that need less GPU memory after an out-of-memory error, or None when none is left.
 
         First fewer frames per latent-optimisation chunk (guide_chunk), then smaller windows (the
-        inflated attention grows with the square of the window's frames).
+        inflated attention grows with the square of the window's frames), the coarse pass's with them.
         """
         d = settings.diffusion
         chunk = halve(d.guide_chunk)
@@ -86,7 +100,8 @@ class DiffusionBackend(BackendBase):
             return settings.replace(diffusion=d.replace(guide_chunk=chunk))
         window = halve(d.window, minimum=2)
         if window is not None:
-            return settings.replace(diffusion=d.replace(window=window, overlap=min(d.overlap, window // 2)))
+            return settings.replace(diffusion=d.replace(window=window, overlap=min(d.overlap, window // 2),
+                                                        coarse_window=min(d.coarse_window, window)))
         return None
 
     # -- components, loaded on first use ---------------------------------------------------------
@@ -118,13 +133,22 @@ class DiffusionBackend(BackendBase):
         s = self.diffusion
         model = self._part_model_for(state)
         device = next(self.backbone.unet.parameters()).device
+        # With both guidance weights 0 the authors return the reference pass (src/inference.py:203-204).
+        guided = self.settings.temporal and (s.lambda_track > 0 or s.lambda_reg > 0)
+        grid = self._grid(state.source.size)
+        layout = tile_layout(s.resolution, s.tile_px, s.tiles)
         with _applied_kv(self.backbone, model):
+            context, classes = model.context.to(device), len(state.parts) + 1
             segmenter = WindowSegmenter(
-                self.backbone, model.context.to(device), len(state.parts) + 1,
-                s, tracker=self._tracker or make_tracker(s, s.resolution, device), temporal=self.settings.temporal,
-                vote_frames=self.settings.vote_window, report=log.debug)
+                self.backbone, context, classes, s,
+                tracker=(self._tracker or make_tracker(s, s.resolution, device)) if guided else None,
+                temporal=guided, vote_frames=self.settings.vote_window, report=log.debug)
+            coarse = None
+            if s.hierarchical:
+                coarse = _CoarseBoxes(WindowSegmenter(self.backbone, context, classes, s, tracker=None, temporal=False),
+                                      state, grid, s, self.settings.seed)
             windows = plan_windows(state.frame_numbers, s.window, s.overlap)
-            carried: dict[int, torch.Tensor] = {}
+            carried: list[dict[int, torch.Tensor]] = [{} for _ in layout]  # per tile: {frame: maps}
             pending = list(wanted)
             for i, window in enumerate(windows):
                 # Every loaded window runs, wanted or not: what it carries forward is part of the
@@ -132,11 +156,18 @@ class DiffusionBackend(BackendBase):
                 later = windows[i + 1] if i + 1 < len(windows) else []
                 images = [state.source.get(f) for f in window]
                 seed = window_seed(state.source.plate, window[0], self.settings.seed)
-                result = segmenter(images, seed, {window.index(f): m for f, m in carried.items() if f in window})
-                carried = {f: result.maps[j] for j, f in enumerate(window) if f in later}
-                probs = [self._to_plate_aspect(p, state.source.size) for p in result.probs]
-                if s.hierarchical:
-                    probs = self._crop_pass(segmenter, images, probs, seed + 1)
+                boxes = [coarse.box(f) for f in window] if coarse else [(0, grid[0], 0, grid[1])] * len(window)
+                results = []
+                for t, tile in enumerate(layout):
+                    crops = [crop_image(im, tile_rect(box, tile, s.resolution), grid) for im, box in zip(images, boxes)]
+                    own = {window.index(f): m for f, m in carried[t].items() if f in window}
+                    result = segmenter(crops, seed + t, own)
+                    carried[t] = {f: result.maps[j] for j, f in enumerate(window) if f in later}
+                    results.append(result)
+                if coarse is None and len(layout) == 1:
+                    probs = [self._to_plate_aspect(p, state.source.size) for p in results[0].probs]
+                else:
+                    probs = self._assemble(results, layout, boxes if coarse else None, grid)
                 for j, f in enumerate(window):
                     if f in pending and f not in later:
                         pending.remove(f)
@@ -166,37 +197,34 @@ class DiffusionBackend(BackendBase):
         return PartModel(parts=tuple(state.parts), context=ctx, backbone_hash=self.backbone.hash,
                          settings=self.diffusion.to_dict(), kv_deltas=deltas)
 
-    def _crop_pass(self, segmenter: WindowSegmenter, images: list[np.ndarray], probs: list[np.ndarray],
-                   seed: int) -> list[np.ndarray]:
-        """SMITE's hierarchical pass: segment again on one crop around the subject of the whole window
-        (+ crop_margin) and paste the finer maps back. Skipped when the subject is absent or fills the frame.
+    def _assemble(self, results: list[WindowResult], layout: list[Box], boxes: list[Box] | None,
+                  grid: tuple[int, int]) -> list[np.ndarray]:
+        """One window's tile results -> per-frame class probabilities `(K+1, *grid)`.
+
+        The maps S of the tiles are averaged over the model frame (tiling), stretched into each
+        frame's crop box with background outside (hierarchical) or onto the whole frame, and the
+        probabilities are the softmax of that final S over classes (SMITE-METHOD §3; the authors
+        paste S, src/hierarchical_segmentation.py:111-117, and take its argmax).
         """
-        box = subject_box(probs, self.diffusion.crop_margin)
-        if box is None:
-            return probs
-        y0, y1, x0, x1 = box  # fractions of the frame
-        height, width = images[0].shape[:2]
-        crops = [im[int(y0 * height): int(np.ceil(y1 * height)), int(x0 * width): int(np.ceil(x1 * width))]
-                 for im in images]
-        fine = segmenter(crops, seed)
-        out = []
-        for coarse, p in zip(probs, fine.probs):
-            h, w = coarse.shape[1:]
-            top, bottom = int(round(y0 * h)), max(int(round(y1 * h)), int(round(y0 * h)) + 1)
-            left, right = int(round(x0 * w)), max(int(round(x1 * w)), int(round(x0 * w)) + 1)
-            patch = cv2.resize(p.float().cpu().numpy().transpose(1, 2, 0), (right - left, bottom - top),
-                               interpolation=cv2.INTER_LINEAR).reshape(bottom - top, right - left, -1)
-            pasted = coarse.copy()
-            pasted[:, top:bottom, left:right] = patch.transpose(2, 0, 1)
-            pasted = np.clip(pasted, 0.0, None)
-            out.append(pasted / np.maximum(pasted.sum(0, keepdims=True), 1e-8))
-        return out
+        scores = [_grid_maps(r) for r in results]
+        s = scores[0] if len(layout) == 1 else combine_tiles(scores, layout, self.diffusion.resolution)
+        if boxes is None:
+            full = F.interpolate(s, grid, mode="bilinear", align_corners=False)
+        else:
+            # theirs fills the background with the largest score of the whole fine pass (l.116);
+            # windows stream here, so the largest score of this window's fine pass
+            full = paste_maps(s, boxes, grid, float(s.max()))
+        return [np.ascontiguousarray(p, dtype=np.float32) for p in full.softmax(1).cpu().numpy()]
+
+    def _grid(self, plate_size: tuple[int, int]) -> tuple[int, int]:
+        """The output map grid: the plate's aspect, long side = resolution."""
+        height, width = plate_size
+        scale = self.diffusion.resolution / max(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
 
     def _to_plate_aspect(self, probs: torch.Tensor, plate_size: tuple[int, int]) -> np.ndarray:
         """Latent-grid maps `(K+1, h, w)` -> `(K+1, H', W')` with the plate's aspect, long side = resolution."""
-        height, width = plate_size
-        scale = self.diffusion.resolution / max(height, width)
-        out_h, out_w = max(1, round(height * scale)), max(1, round(width * scale))
+        out_h, out_w = self._grid(plate_size)
         maps = probs.float().cpu().numpy().transpose(1, 2, 0)
         maps = cv2.resize(maps, (out_w, out_h), interpolation=cv2.INTER_LINEAR).reshape(out_h, out_w, -1)
         maps = np.clip(maps, 0.0, None)
@@ -204,27 +232,61 @@ class DiffusionBackend(BackendBase):
         return np.ascontiguousarray(maps.transpose(2, 0, 1), dtype=np.float32)
 
 
-CROP_SKIP_AREA = 0.8  # a subject box covering more of the frame than this gains nothing from a crop pass
+def _grid_maps(result: WindowResult) -> torch.Tensor:
+    """A window result's maps S `(T, P, K+1)` as `(T, K+1, h, w)` on the latent grid of its probabilities."""
+    t, k, h, w = result.probs.shape
+    return result.maps.detach().float().transpose(1, 2).reshape(t, k, h, w)
 
 
-def subject_box(probs: Sequence[np.ndarray], margin: float) -> tuple[float, float, float, float] | None:
-    """Union box of the foreground (argmax > 0) over a window's maps `(K+1, h, w)`, grown by `margin`.
+class _CoarseBoxes:
+    """Per-frame crop boxes from SMITE's coarse pass, computed once per coarse window on demand.
 
-    Returns (y0, y1, x0, x1) as fractions of the frame, or None when there is no foreground or the box
-    would cover more than CROP_SKIP_AREA of the frame.
+    As src/hierarchical_segmentation.py:64-81: the reference pass only (guidance weights 0, l.66),
+    on windows of `coarse_window` frames without overlap (src/inference.py:84), its maps S bilinear
+    to the frame's grid, foreground = argmax > 0, one box per frame (`method.crops.subject_box`).
+    A plate longer than 1.5:1 either way gets a second reference pass on a square crop around
+    each frame's subject, whose foreground replaces the first (l.83-84, 200-331; `square_crop`).
+    Windows sit on the absolute frame grid like the main pass's, so a farm chunk finds the same
+    boxes (theirs pulls the last window back to full length, src/slicing.py:21-22).
     """
-    fg = np.zeros(probs[0].shape[1:], bool)
-    for p in probs:
-        fg |= p.argmax(0) > 0
-    if not fg.any():
-        return None
-    h, w = fg.shape
-    ys, xs = np.nonzero(fg)
-    y0, y1 = max(0.0, ys.min() / h - margin), min(1.0, (ys.max() + 1) / h + margin)
-    x0, x1 = max(0.0, xs.min() / w - margin), min(1.0, (xs.max() + 1) / w + margin)
-    if (y1 - y0) * (x1 - x0) > CROP_SKIP_AREA:
-        return None
-    return y0, y1, x0, x1
+
+    def __init__(self, segmenter: WindowSegmenter, state: VideoState, grid: tuple[int, int],
+                 settings: DiffusionSettings, seed: int) -> None:
+        self.segmenter, self.state, self.grid = segmenter, state, grid
+        self.margin, self.seed = settings.crop_margin, seed
+        self.square = settings.high_aspect and is_high_aspect(state.source.size)
+        self.windows = plan_windows(state.frame_numbers, settings.coarse_window, 0)
+        self.boxes: dict[int, Box] = {}
+
+    def box(self, frame: int) -> Box:
+        if frame not in self.boxes:
+            window = next(w for w in self.windows if frame in w)
+            images = [self.state.source.get(f) for f in window]
+            seed = window_seed(self.state.source.plate + "|coarse", window[0], self.seed)
+            result = self.segmenter(images, seed)
+            full = F.interpolate(_grid_maps(result), self.grid, mode="bilinear", align_corners=False)
+            foreground = list(full.argmax(1).cpu().numpy() > 0)
+            if self.square:
+                self._square_pass(images, foreground, seed + 1)
+            for f, fg in zip(window, foreground):
+                self.boxes[f] = subject_box(fg, self.margin)
+        return self.boxes[frame]
+
+    def _square_pass(self, images: list[np.ndarray], foreground: list[np.ndarray], seed: int) -> None:
+        """Replace each frame's foreground by that of a reference pass on its square crop (in place);
+        outside the crop is background, as theirs pastes the crop's maps into zeros (l.318-331)."""
+        crops = [square_crop(fg) for fg in foreground]
+        todo = [j for j, c in enumerate(crops) if c is not None]
+        if not todo:
+            return
+        result = self.segmenter([crop_image(images[j], crops[j], self.grid) for j in todo], seed)
+        maps = _grid_maps(result)
+        for n, j in enumerate(todo):
+            y0, y1, x0, x1 = crops[j]
+            inner = F.interpolate(maps[n : n + 1], (y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
+            fg = np.zeros(self.grid, bool)
+            fg[y0:y1, x0:x1] = inner[0].argmax(0).cpu().numpy() > 0
+            foreground[j] = fg
 
 
 class _applied_kv:

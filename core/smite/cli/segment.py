@@ -11,7 +11,7 @@ from ..config import Settings, load_shot, read_json_file
 from ..engine import segment_shot
 from ..errors import BadInputError
 from ..io.sequence import parse_frame_range
-from ..model.settings import DiffusionSettings
+from ..model.settings import PRESETS, DiffusionSettings
 from .progress import Progress
 
 
@@ -25,6 +25,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                         help="diffusion: point tracker for voting (default flow; cotracker is CC BY-NC)")
     parser.add_argument("--tracker-checkpoint", metavar="PATH",
                         help="diffusion: local CoTracker3 checkpoint (.pth) or torch.hub folder for --tracker cotracker")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="diffusion: a named set of settings under any explicit ones; official = the authors' "
+                             "shipped inference (reference pass only, 18-frame windows; default: guided SMITE)")
     parser.add_argument("--settings", metavar="JSON", help="settings file (JSON object of Settings fields)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting (repeatable); diffusion.KEY=VALUE for the diffusion backend")
@@ -70,6 +73,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if not isinstance(data.get("diffusion") or {}, dict):
         raise BadInputError(f"setting 'diffusion' must be an object of diffusion settings, got {data['diffusion']!r}")
     diffusion = {**dict(data.get("diffusion") or {}), **diffusion}
+    if getattr(args, "preset", None):
+        diffusion["preset"] = args.preset
     if getattr(args, "model", None):
         diffusion["model"] = args.model
     if getattr(args, "parts", None):

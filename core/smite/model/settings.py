@@ -78,8 +78,12 @@ class DiffusionSettings:
     reg_tau: tuple[float, ...] = (0.999, 0.4, 0.4)  # E_reg DCT cut-off per guided step, last repeats (official)
     lambda_track: float = 1.0  # weight of E_track (CE to the voted maps); published 1-2
     lambda_reg: float = 8.0  # weight of E_reg (3-D DCT low-pass L1 to the reference WAS); published 8
-    hierarchical: bool = True  # official: a second pass on a crop around the subject, pasted back
-    crop_margin: float = 0.04  # margin around the subject's box in the crop pass (fraction of the frame side)
+    hierarchical: bool = True  # official: a reference-only coarse pass finds the subject; the main pass runs on crops
+    coarse_window: int = 18  # frames per window of the coarse pass, no overlap (official src/inference.py:84)
+    high_aspect: bool = True  # official: plates over 1.5:1 get a second coarse pass on a square crop per frame
+    crop_margin: float = 0.04  # margin of the crop around the subject, a fraction of the box's own size (official)
+    tiles: int = 1  # tiles per side of the model frame, maps averaged over overlaps; the authors use 2 for faces
+    tile_side: int = 450  # tile side in px of a 512 model frame (official faces: 450, utils/setup.py / run.py:92)
     tracker: str = "flow"  # point tracker for voting: weight-free "flow" or "cotracker"
     tracker_checkpoint: str = ""  # tracker="cotracker": CoTracker3 .pth or torch.hub folder (CC BY-NC, user-supplied)
     part_model: str = ""  # .smite file from `smite learn`; empty: learn from the shot's references first
@@ -110,6 +114,8 @@ class DiffusionSettings:
              f"reg_tau must be one or more cut-offs in (0, 1], got {self.reg_tau}")
         need(self.guide_chunk >= 1 and self.guide_iters >= 0, "need guide_chunk >= 1 and guide_iters >= 0")
         need(0.0 <= self.crop_margin <= 0.5, f"crop_margin must be in [0, 0.5], got {self.crop_margin}")
+        need(self.coarse_window >= 1, f"coarse_window must be >= 1, got {self.coarse_window}")
+        need(self.tiles >= 1 and 0 < self.tile_side <= 512, "need tiles >= 1 and 0 < tile_side <= 512")
         need(self.tracker in ("flow", "cotracker"), f"tracker must be flow or cotracker, got {self.tracker!r}")
         for name in ("aug_crop", "aug_crop_keep", "aug_rotate_p", "aug_flip", "aug_blur", "aug_dropout",
                      "aug_zoom_out"):
@@ -127,8 +133,20 @@ class DiffusionSettings:
     def latent_side(self) -> int:
         return self.resolution // 8
 
+    @property
+    def tile_px(self) -> int:
+        """Tile side in px of this model resolution (tile_side is given for a 512 frame)."""
+        return max(1, round(self.tile_side * self.resolution / 512))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DiffusionSettings":
+        """Settings from JSON; a "preset" key (see PRESETS) fills every field the data leaves out."""
+        data = dict(data)
+        preset = data.pop("preset", None)
+        if preset is not None:
+            if preset not in PRESETS:
+                raise BadInputError(f"unknown diffusion preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
+            data = {**PRESETS[preset], **data}
         return cls(**fields_from_dict(cls, data, "diffusion setting"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,3 +157,16 @@ class DiffusionSettings:
 
     def replace(self, **changes: Any) -> "DiffusionSettings":
         return dataclasses.replace(self, **changes)
+
+
+# Named sets of settings; `{"preset": NAME}` in the diffusion settings (or `smite segment --preset NAME`)
+# applies one under any explicit values. One home for each set's numbers.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The authors' shipped inference (alimohammadiamirhossein/smite @7ecfff7): every scripts/configs/*.sh
+    # sets regularization_weight and track_weight to 0, so src/inference.py:203-204 returns the reference
+    # pass and l.84 cuts 18-frame windows without overlap; scripts/parser/parse_args_inference.sh:13
+    # turns hierarchical segmentation on.
+    "official": {"lambda_track": 0.0, "lambda_reg": 0.0, "window": 18, "overlap": 0, "hierarchical": True},
+}
+# ... and for faces, where utils/setup.py:134-135 (with run.py:92) adds 2x2 tiles of 450 px of the 512² frame.
+PRESETS["official-face"] = {**PRESETS["official"], "tiles": 2, "tile_side": 450}
