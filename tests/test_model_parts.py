@@ -11,7 +11,7 @@ pytest.importorskip("safetensors")
 
 from smite.errors import BadInputError, MissingModelError  # noqa: E402
 from smite.model.parts import PartModel, load_part_model, save_part_model  # noqa: E402
-from smite.model.settings import DiffusionSettings  # noqa: E402
+from smite.model.settings import DIFFUSION_SETTINGS_VERSION, DiffusionSettings  # noqa: E402
 
 
 def _model(**kw) -> PartModel:
@@ -57,7 +57,7 @@ def test_part_model_errors_are_clear(tmp_path):
 def test_settings_save_load_equal_and_validate():
     s = DiffusionSettings(resolution=256, lambda_track=2.0, inversion="ddim", kv_phase=False)
     data = json.loads(s.to_json())
-    assert data["version"] == 1 and list(data) == sorted(data)
+    assert data["version"] == DIFFUSION_SETTINGS_VERSION == 2 and list(data) == sorted(data)
     assert DiffusionSettings.from_dict(data) == s
     assert DiffusionSettings.from_dict({"lambda_reg": 4}).lambda_reg == 4.0
     for bad in ({"resolution": 100}, {"inversion": "magic"}, {"overlap": 16}, {"aug_flip": 2.0},
