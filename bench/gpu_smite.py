@@ -2,25 +2,32 @@
 
 Run on a GPU node:   .venv/bin/python bench/gpu_smite.py --device cuda --dtype fp16
 CPU smoke version:   .venv/bin/python bench/gpu_smite.py --tiny
-Prints seconds per frame for learn steps, the reference pass + DDIM passes, the guided latent
-updates and tracking, plus peak accelerator memory; then the same counts run the way the public code
-does (one tracker call per query frame) side by side. Random weights: the numbers are about cost,
+Prints seconds per learn step, then runs the whole diffusion backend (windows, carry, hierarchical
+coarse + crop pass) over the same clip twice, in one process: our default (guided denoising with
+E_track and E_reg, 16/8 windows) and the authors' shipped inference (`--preset official`: weights 0,
+so the reference pass only, 18/0 windows). For each: seconds per frame in total, in guided latent
+updates and in tracking, and peak accelerator memory. Random weights: the numbers are about cost,
 not quality. No asserts; nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
+import cv2
 import numpy as np
 import torch
 
+from smite.backends.diffusion import DiffusionBackend
+from smite.config import Settings
+from smite.frames import FrameSource
 from smite.method.learn import Example, PartLearner
-from smite.method.segment import WindowSegmenter, plan_windows
+from smite.method.segment import WindowSegmenter
 from smite.model.backbone import SCHEDULER_CONFIG, Backbone, load_backbone, make_tiny, write_tiny_tokenizer
-from smite.model.encode import encode_prompt
-from smite.model.settings import DiffusionSettings
+from smite.model.parts import PartModel
+from smite.model.settings import PRESETS, DiffusionSettings
 from smite.track.flow import FlowTracker
 
 
@@ -49,32 +56,42 @@ def sd21_shaped(dtype: torch.dtype, device: str, folder: str) -> Backbone:
     return Backbone(unet, vae, text, tokenizer, scheduler, path="<random SD-2.1-base shape>").to(device, dtype).freeze()
 
 
-class TimedSegmenter(WindowSegmenter):
-    """WindowSegmenter that adds up the time spent tracking and in guided latent updates."""
+class Timers:
+    """Adds up the time WindowSegmenter spends tracking and in guided latent updates (bench-only wrap)."""
 
-    def __init__(self, *args, sync=lambda: None, per_frame_tracking=False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.sync, self.per_frame = sync, per_frame_tracking
+    def __init__(self, sync) -> None:
+        self.sync = sync
         self.times = {"tracking": 0.0, "guided updates": 0.0}
+        self._saved = {}
 
-    def _tracks(self, frames_model, side):
-        start = time.perf_counter()
-        if self.per_frame:  # the public code's pattern: one tracker call per query frame
-            for q in range(frames_model.shape[0]):
-                ys, xs = np.mgrid[0:side, 0:side].astype(np.float32)
-                queries = np.column_stack([np.full(side * side, q, np.float32), xs.ravel(), ys.ravel()])
-                FlowTracker(max_side=self.tracker.max_side).track(frames_model, queries)
-        out = super()._tracks(frames_model, side)
-        self.times["tracking"] += time.perf_counter() - start
-        return out
+    def _timed(self, key: str, method):
+        def run(segmenter, *args, **kwargs):
+            self.sync()
+            start = time.perf_counter()
+            out = method(segmenter, *args, **kwargs)
+            self.sync()
+            self.times[key] += time.perf_counter() - start
+            return out
+        return run
 
-    def _optimise(self, *args, **kwargs):
-        self.sync()
-        start = time.perf_counter()
-        out = super()._optimise(*args, **kwargs)
-        self.sync()
-        self.times["guided updates"] += time.perf_counter() - start
-        return out
+    def __enter__(self) -> "Timers":
+        for key, name in (("tracking", "_tracks"), ("guided updates", "_optimise")):
+            self._saved[name] = getattr(WindowSegmenter, name)
+            setattr(WindowSegmenter, name, self._timed(key, self._saved[name]))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, method in self._saved.items():
+            setattr(WindowSegmenter, name, method)
+
+
+def write_plate(folder: str, video: list[np.ndarray]) -> str:
+    """The clip as a PNG sequence (the backend reads frames through FrameSource, as in production)."""
+    pattern = os.path.join(folder, "plate", "%05d.png")
+    os.makedirs(os.path.dirname(pattern), exist_ok=True)
+    for i, frame in enumerate(video):
+        cv2.imwrite(pattern % i, (frame[:, :, ::-1] * 255).astype(np.uint8))
+    return pattern
 
 
 def main() -> None:
@@ -112,29 +129,33 @@ def main() -> None:
     sync()
     start = time.perf_counter()
     learner = PartLearner(backbone, settings)
-    learner([Example(video[0], labels)], ("a", "b"))
+    context, deltas, _, _, _ = learner([Example(video[0], labels)], ("a", "b"))
     sync()
-    learn_s = (time.perf_counter() - start) / args.learn_steps
-    print(f"learn: {learn_s:.3f} s/step")
-
-    context = encode_prompt(backbone, "part part")[0]
-    for pattern, per_frame in (("ours (one tracker call per window)", False),
-                               ("public code (one tracker call per query frame)", True)):
-        seg = TimedSegmenter(backbone, context, 3, settings, tracker=FlowTracker(max_side=min(res, 480)),
-                             sync=sync, per_frame_tracking=per_frame)
+    print(f"learn: {(time.perf_counter() - start) / args.learn_steps:.3f} s/step")
+    part_model = PartModel(parts=("a", "b"), context=context, backbone_hash=backbone.hash, kv_deltas=deltas)
+    pattern = write_plate(tmp, video)
+    patterns = (("ours (default: guided)", settings),
+                ("authors' shipped (--preset official)", DiffusionSettings.from_dict(
+                    {**PRESETS["official"], "resolution": res, "learn_steps": args.learn_steps})))
+    for name, diffusion in patterns:
+        if args.tiny:
+            diffusion = diffusion.replace(window=min(diffusion.window, 4), overlap=min(diffusion.overlap, 2))
+        backend = DiffusionBackend(Settings(backend="diffusion", diffusion=diffusion), diffusion, backbone=backbone,
+                                   part_model=part_model, tracker=FlowTracker(max_side=min(res, 480)))
+        state = backend.init_state(FrameSource(pattern, list(range(frames)), "sRGB - Texture"), ("a", "b"))
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         sync()
         start = time.perf_counter()
-        for window in plan_windows(list(range(frames)), settings.window, settings.overlap):
-            seg([video[f] for f in window], 0)
+        with Timers(sync) as timers:
+            for _ in backend.propagate(state):
+                pass
         sync()
         total = time.perf_counter() - start
-        passes = total - sum(seg.times.values())
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-        print(f"segment, {pattern}: {total / frames:.3f} s/frame total | reference+DDIM passes "
-              f"{passes / frames:.3f} | guided updates {seg.times['guided updates'] / frames:.3f} | "
-              f"tracking {seg.times['tracking'] / frames:.3f} | peak {peak:.1f} GiB")
+        print(f"segment, {name}, windows {diffusion.window}/{diffusion.overlap}: {total / frames:.3f} s/frame total | "
+              f"guided updates {timers.times['guided updates'] / frames:.3f} | "
+              f"tracking {timers.times['tracking'] / frames:.3f} | peak {peak:.1f} GiB")
 
 
 if __name__ == "__main__":
