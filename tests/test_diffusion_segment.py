@@ -17,7 +17,7 @@ from smite.frames import FrameSource  # noqa: E402
 from smite.io.image import read_label_map  # noqa: E402
 from smite.method.learn import learn_parts  # noqa: E402
 from smite.method.segment import (  # noqa: E402
-    ADAM_BETAS, WindowSegmenter, adam_update, ddim_move, plan_windows, voted_labels, window_seed,
+    ADAM_BETAS, WindowSegmenter, adam_update, ddim_move, plan_windows, reference_timestep, voted_labels, window_seed,
 )
 from smite.model.backbone import load_backbone, make_tiny  # noqa: E402
 from smite.model.parts import load_part_model  # noqa: E402
@@ -186,7 +186,7 @@ def test_guided_loop_order_is_the_authors(shot_and_model, monkeypatch):
     """src/inference.py:173-233: a fresh noise draw puts the clean latents at t = 104; at each of
     [104, 103, 102, 101] the UNet gives maps and noise, DDIM moves the latents to t - 1, and after the
     first three the moved latents are optimised with the UNet run at t and E_reg's τ of that step;
-    the maps at 101 are the output. The reference pass (t = ref_t) comes first."""
+    the maps at 101 are the output. The reference pass (t drawn around ref_t, :602) comes first."""
     shot, backbone, path = shot_and_model
     model = load_part_model(path, backbone.hash)
     seg = WindowSegmenter(backbone, model.context, 3, FAST.replace(guided_steps=3, lambda_track=0.0), tracker=None)
@@ -206,7 +206,7 @@ def test_guided_loop_order_is_the_authors(shot_and_model, monkeypatch):
     monkeypatch.setattr(seg, "_optimise", record_optimise)
     frames = _window(shot)
     seg(frames, noise_seed=7)
-    assert [t for t, _, _ in calls] == [100, 104, 103, 102, 101]
+    assert [t for t, _, _ in calls] == [reference_timestep(100, 5, 7), 104, 103, 102, 101]
     assert [(t, step) for t, step, _ in optimised] == [(104, 0), (103, 1), (102, 2)]
     from smite.model.encode import encode_latents, to_model_images
 
@@ -256,7 +256,7 @@ def test_same_seed_same_maps_and_no_dead_settings(shot_and_model):
     changes = {
         "lambda_reg": FAST.replace(lambda_reg=0.0), "lambda_track": FAST.replace(lambda_track=0.0),
         "inversion": FAST.replace(inversion="ddim", inversion_steps=2), "guide_iters": FAST.replace(guide_iters=1),
-        "overlap": FAST.replace(overlap=1), "ref_t": FAST.replace(ref_t=50),
+        "overlap": FAST.replace(overlap=1), "ref_t": FAST.replace(ref_t=50), "ref_t_jitter": FAST.replace(ref_t_jitter=0),
         "guide_t_shift": FAST.replace(guide_t_shift=50), "guide_schedule_steps": FAST.replace(guide_schedule_steps=500),
         "guide_steps": FAST.replace(guide_steps=3), "guided_steps": FAST.replace(guided_steps=1),
         "reg_tau": FAST.replace(reg_tau=(0.999, 0.2)),

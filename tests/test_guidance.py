@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,3 +115,21 @@ def test_guide_settings_save_load_equal_and_validate():
                 {"guide_steps": 5, "guide_schedule_steps": 4}, {"ref_t": 0}):
         with pytest.raises(BadInputError):
             DiffusionSettings.from_dict(bad)
+
+
+def test_reference_timestep_is_drawn_per_window_from_95_to_104():
+    """src/inference.py:602: `t = torch.randint(95, 105, [1])` for every reference pass, i.e. each of
+    95..104 (high end exclusive) with probability 1/10; ours: ref_t 100, ref_t_jitter 5 by default.
+    The draw is a pure function of the window's seed (farm chunks redraw the same t)."""
+    from smite.method.segment import reference_timestep
+
+    s = DiffusionSettings()
+    assert (s.ref_t, s.ref_t_jitter) == (100, 5)
+    draws = [reference_timestep(s.ref_t, s.ref_t_jitter, seed) for seed in range(4000)]
+    assert set(draws) == set(range(95, 105))
+    counts = np.bincount(np.array(draws) - 95)
+    assert counts.min() > 300 and counts.max() < 500  # ~400 each (binomial sd ~19)
+    assert reference_timestep(100, 5, 123) == reference_timestep(100, 5, 123)
+    assert reference_timestep(100, 0, 123) == 100
+    with pytest.raises(BadInputError, match="ref_t_jitter"):
+        DiffusionSettings(ref_t=3, ref_t_jitter=5)

@@ -4,7 +4,8 @@ Reads like the paper, per window of up to 16 frames in model space:
 
 1. encode the frames to latents; one noise draw per window from a seed derived from the shot, the
    window's first frame and the user's seed (so a farm chunk redoes a window exactly);
-2. reference pass: noise (or DDIM-invert) the latents to t = ref_t and run the inflated UNet once;
+2. reference pass: noise (or DDIM-invert) the latents to a timestep drawn per window around ref_t
+   (`reference_timestep`) and run the inflated UNet once;
    its maps S (the authors' logit-scale `calculate_was_mask` readout, `map_readout`) are S_ref
    (frames carried over from the previous window replace theirs);
 3. guided denoising (the temporal module, on by default), as the authors' `_inference`
@@ -25,6 +26,7 @@ tracker come in through `WindowSegmenter`.
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass
 from typing import Callable
 
@@ -114,6 +116,18 @@ def guided_timesteps(scheduler, schedule_steps: int, final_steps: int, shift: in
     return ts, stride
 
 
+def reference_timestep(ref_t: int, jitter: int, seed: int) -> int:
+    """The reference pass's timestep for one window: uniform on {ref_t - jitter, ..., ref_t + jitter - 1}.
+
+    The authors draw `torch.randint(95, 105)` per call (src/inference.py:602), i.e. 100 - 5 .. 100 + 4;
+    jitter 0 keeps ref_t. Drawn from the window's seed on a stream of its own (the window's noise
+    draws stay as they are), so a farm chunk redraws the same t.
+    """
+    if jitter == 0:
+        return int(ref_t)
+    return int(ref_t) - jitter + random.Random(seed).randrange(2 * jitter)
+
+
 def reg_tau_at(taus: tuple[float, ...], step: int) -> float:
     """E_reg cut-off of guided step `step` (0-based); the last one repeats (official: 0.999, then 0.4)."""
     return taus[min(step, len(taus) - 1)]
@@ -193,9 +207,9 @@ class WindowSegmenter:
             readout = was_readout if self.s.map_readout == "official" else was_map
             return eps, readout(cross, attn)
 
-    def _invert(self, z0: Tensor) -> Tensor:
-        """DDIM inversion of clean latents z0 up to ref_t in `inversion_steps` steps (the paper's reference)."""
-        ts = np.linspace(0, self.s.ref_t, self.s.inversion_steps + 1).round().astype(int)
+    def _invert(self, z0: Tensor, t_ref: int) -> Tensor:
+        """DDIM inversion of clean latents z0 up to t_ref in `inversion_steps` steps (the paper's reference)."""
+        ts = np.linspace(0, t_ref, self.s.inversion_steps + 1).round().astype(int)
         z, alpha_prev = z0, 1.0
         for t_from, t_to in zip(ts[:-1], ts[1:]):
             eps, _ = self._maps(z, int(t_from))
@@ -226,11 +240,12 @@ class WindowSegmenter:
         noise = torch.randn(z0.shape, generator=gen).to(z0)
         t_count, _, h, w = z0.shape
         # 2. reference pass
+        t_ref = reference_timestep(s.ref_t, s.ref_t_jitter, noise_seed)
         if s.inversion == "ddim":
-            z_ref = self._invert(z0)
+            z_ref = self._invert(z0, t_ref)
         else:
-            z_ref = self.bb.scheduler.add_noise(z0, noise, torch.tensor([s.ref_t]))
-        _, s_ref = self._maps(z_ref, s.ref_t)
+            z_ref = self.bb.scheduler.add_noise(z0, noise, torch.tensor([t_ref]))
+        _, s_ref = self._maps(z_ref, t_ref)
         for i, maps in (carried or {}).items():
             s_ref[i] = maps.to(s_ref)
         if not self.temporal:

@@ -65,7 +65,8 @@ class DiffusionSettings:
     overlap: int = 8  # frames shared by consecutive windows; their results seed the next window
     map_readout: str = "official"  # S = the authors' logit-scale calculate_was_mask; "softmax_was": learning's WAS
     groupnorm: str = "window"  # ResNet GroupNorms pool over the window's frames (authors' 5-D UNet); "frame": per frame
-    ref_t: int = 100  # timestep of the reference pass (official: a random draw from U{95..104} per window)
+    ref_t: int = 100  # timestep of the reference pass, centre of its per-window draw (see ref_t_jitter)
+    ref_t_jitter: int = 5  # official: t drawn per window from U{ref_t-5..ref_t+4} = torch.randint(95, 105); 0: fixed
     inversion: str = "noise"  # reference latents: "noise" (official one-shot add_noise) or "ddim" (paper)
     inversion_steps: int = 10  # DDIM inversion steps from the clean latent to ref_t (inversion="ddim")
     guide_schedule_steps: int = 1000  # official: scheduler.set_timesteps(1000) lays out the guided timesteps
@@ -104,6 +105,9 @@ class DiffusionSettings:
              f"map_readout must be one of {', '.join(MAP_READOUTS)}, got {self.map_readout!r}")
         need(self.groupnorm in GROUPNORMS, f"groupnorm must be one of {', '.join(GROUPNORMS)}, got {self.groupnorm!r}")
         need(1 <= self.ref_t <= 999, f"ref_t must be in 1..999, got {self.ref_t}")
+        need(self.ref_t_jitter >= 0 and 1 <= self.ref_t - self.ref_t_jitter
+             and self.ref_t + max(self.ref_t_jitter - 1, 0) <= 999,
+             f"ref_t_jitter must keep the reference timesteps in 1..999, got ref_t {self.ref_t} ± {self.ref_t_jitter}")
         need(1 <= self.guide_steps <= self.guide_schedule_steps, "need 1 <= guide_steps <= guide_schedule_steps")
         need(self.guide_t_shift >= 0, f"guide_t_shift must be >= 0, got {self.guide_t_shift}")
         need(0 <= self.guided_steps < self.guide_steps,
