@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from smite.cli.main import main
-from smite.errorcodes import EXIT_BAD_INPUT
+from smite.hostapi.errorcodes import EXIT_BAD_INPUT
 from smite.io.image import write_image
 
 

@@ -18,7 +18,7 @@ import tempfile
 import threading
 
 from .. import __version__
-from ..errorcodes import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY
+from ..hostapi.errorcodes import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY
 from ..errors import SmiteError
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
