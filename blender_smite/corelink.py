@@ -1,8 +1,8 @@
 """Find the SMITE core (its ``smite`` sources and its venv's Python) and load its stdlib-only client.
 
 Blender's Python has no torch, so the add-on never imports the core package into Blender's
-``sys.modules``: it loads ``smite/client.py`` (with ``smite/protocol.py``) and ``smite/hostkit.py``
-(planning rules shared with the Nuke node) from the core folder under a private package name (no
+``sys.modules``: it loads the stdlib-only host API ``smite/hostapi/`` (the client, and the planning rules shared with
+the Nuke node) from the core folder under a private package name (no
 ``sys.path`` edits, no clash with another ``smite``) and runs the heavy engine in the core venv as a
 ``smite serve`` subprocess. Pure standard library, no ``bpy``.
 
@@ -20,7 +20,7 @@ import sys
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 LOCATION_FILE = "core_location.json"
-PRIVATE_PACKAGE = "_smite_host_core"  # what the core's client modules are called inside Blender
+PRIVATE_PACKAGE = "_smite_hostapi"  # what the core's smite.hostapi is called inside Blender
 
 
 def _venv_python(venv: str) -> str:
@@ -37,8 +37,8 @@ def _recorded(addon_dir: str) -> Dict[str, str]:
 
 
 def is_core(folder: str) -> bool:
-    """True when ``folder`` holds ``smite/client.py`` (the core's source folder, e.g. ``<repo>/core``)."""
-    return bool(folder) and os.path.isfile(os.path.join(folder, "smite", "client.py"))
+    """True when ``folder`` holds ``smite/hostapi/client.py`` (the core's source folder, e.g. ``<repo>/core``)."""
+    return bool(folder) and os.path.isfile(os.path.join(folder, "smite", "hostapi", "client.py"))
 
 
 def locate(core_pref: str = "", python_pref: str = "", env: Optional[Mapping[str, str]] = None,
@@ -76,13 +76,13 @@ def locate(core_pref: str = "", python_pref: str = "", env: Optional[Mapping[str
     return core, python
 
 
-def _load_core_module(core: str, name: str) -> Any:
-    """The core's ``smite.<name>`` module loaded from ``core`` under the private package name."""
+def load_hostapi_module(core: str, name: str) -> Any:
+    """The core's ``smite.hostapi.<name>`` module loaded from ``core`` under the private package name."""
     if not is_core(core):
         raise ImportError(f"no SMITE core at {core or '(not set)'}: set the core folder in the add-on preferences")
-    pkg_dir = os.path.join(core, "smite")
+    pkg_dir = os.path.join(core, "smite", "hostapi")
     if not os.path.isfile(os.path.join(pkg_dir, name + ".py")):
-        raise ImportError(f"the SMITE core at {core} has no smite/{name}.py: update the core")
+        raise ImportError(f"the SMITE core at {core} has no smite/hostapi/{name}.py: update the core")
     loaded = sys.modules.get(PRIVATE_PACKAGE)
     if loaded is not None and getattr(loaded, "__path__", [None])[0] != pkg_dir:
         for mod in [n for n in sys.modules if n == PRIVATE_PACKAGE or n.startswith(PRIVATE_PACKAGE + ".")]:
@@ -91,7 +91,7 @@ def _load_core_module(core: str, name: str) -> Any:
         spec = importlib.util.spec_from_file_location(
             PRIVATE_PACKAGE, os.path.join(pkg_dir, "__init__.py"), submodule_search_locations=[pkg_dir])
         if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load the SMITE core package from {pkg_dir}")
+            raise ImportError(f"cannot load the SMITE host API from {pkg_dir}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[PRIVATE_PACKAGE] = module
         spec.loader.exec_module(module)
@@ -99,24 +99,19 @@ def _load_core_module(core: str, name: str) -> Any:
 
 
 def load_client_module(core: str) -> Any:
-    """The core's ``smite.client`` module loaded from ``core`` under a private package name."""
-    return _load_core_module(core, "client")
+    """The core's ``smite.hostapi.client`` module loaded from ``core`` under a private package name."""
+    return load_hostapi_module(core, "client")
 
 
-def load_hostkit_module(core: str) -> Any:
-    """The core's ``smite.hostkit`` (rules shared with the Nuke node), loaded privately like the client."""
-    return _load_core_module(core, "hostkit")
+def hostapi(name: str) -> Any:
+    """``smite.hostapi.<name>`` of the core loaded last, else of the core `locate` finds without preferences.
 
-
-def hostkit() -> Any:
-    """The hostkit of the core loaded last, else of the core `locate` finds without preferences.
-
-    A Job loads the core its preferences name first (`load_hostkit_module`), so the pure modules
+    A Job loads the core its preferences name first (`load_hostapi_module`), so the pure modules
     (`shotplan`, `farmjob`) follow it; tests and scripts fall back to the environment or the repo.
     """
     if PRIVATE_PACKAGE in sys.modules:
-        return importlib.import_module(PRIVATE_PACKAGE + ".hostkit")
-    return load_hostkit_module(locate()[0])
+        return importlib.import_module(f"{PRIVATE_PACKAGE}.{name}")
+    return load_hostapi_module(locate()[0], name)
 
 
 def server_env(core: str) -> Dict[str, str]:

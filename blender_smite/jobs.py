@@ -129,7 +129,7 @@ class Job:
         props, scene = self.props, self.scene
         if not self.core or not self.python:
             raise shotplan.PlanError("SMITE core not found: set the core folder and Python in the add-on preferences")
-        corelink.load_hostkit_module(self.core)  # shotplan/farmjob follow the core the preferences name
+        corelink.load_hostapi_module(self.core, "farmcmd")  # shotplan/farmjob follow the core the preferences name
         mask = props.mask
         if mask is None:
             raise shotplan.PlanError("choose a Mask: each of its layers is one part")

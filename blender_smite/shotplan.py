@@ -3,7 +3,7 @@
 Nothing here imports ``bpy``: the operators gather plain values from Blender and hand them to
 these functions, so the rules (which file is which frame, what a part may be called, where the
 cache lives) are tested in the core's venv without Blender. Rules the Nuke node shares (frame lists,
-job settings) are the core's ``smite.hostkit``, loaded privately through `corelink`. Python 3.9-compatible.
+job settings, part names) are the core's ``smite.hostapi``, loaded privately through `corelink`. Python 3.9-compatible.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import corelink
 
-PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # mirrors smite.hostkit.PART_NAME (the add-on may run before the core is found)
-MATTE_PREFIX = "smite_"  # matte channels are smite_<part>.A (smite.io.matte.channel_name)
 REF_DIGITS = 5
 
 # Blender colourspace names -> names in the core's OCIO config (pinned CG config); others pass through.
@@ -41,7 +39,7 @@ def parse_keyframes(text: str, default: int) -> List[int]:
     Blender does not expose the times of mask shape keys to Python, so the artist types them.
     """
     try:
-        frames = corelink.hostkit().parse_frames(text)
+        frames = corelink.hostapi("frames").parse_frames(text)
     except ValueError as exc:
         raise PlanError(str(exc)) from None
     return frames or [int(default)]
@@ -114,7 +112,7 @@ class FrameMap:
 
 def format_frames(frames: Sequence[int]) -> str:
     """A core frame range string (``"0-59"``, ``"1,5,9"``) for ``frames``."""
-    text = corelink.hostkit().format_frames(frames)
+    text = corelink.hostapi("frames").format_frames(frames)
     if not text:
         raise PlanError("no frames to segment")
     return text
@@ -152,7 +150,7 @@ def matte_pattern(cache: str, digits: int = 4) -> str:
 def matte_socket(part: str) -> str:
     """How Blender names a part's output on an Image node of the matte EXR: ``smite_<part>.A`` is read
     as pass ``smite_<part>`` (channel A) of the unnamed layer."""
-    return MATTE_PREFIX + part
+    return corelink.hostapi("names").layer_name(part)
 
 
 def build_manifest(plate: str, frames: Sequence[int], parts: Sequence[str],
@@ -166,7 +164,7 @@ def build_manifest(plate: str, frames: Sequence[int], parts: Sequence[str],
     if not parts:
         raise PlanError("the mask has no layers: each mask layer is one part")
     for part in parts:
-        if not PART_NAME.match(part):
+        if not corelink.hostapi("names").PART_NAME.match(part):
             raise PlanError(f"part name {part!r} must start with a letter and hold only letters, digits, _")
     if not references:
         raise PlanError("no keyframes: list the frames where the mask is drawn")
@@ -224,7 +222,7 @@ def matte_image_user(fmap: FrameMap, first: int, last: int) -> Tuple[int, int, i
 
 def job_settings(method: str, backend: str, part_model: str = "", sd_model: str = "") -> Dict[str, object]:
     """The ``settings`` object of a server ``segment``/``learn`` call (diffusion fields nested)."""
-    return corelink.hostkit().job_settings(method, backend, part_model, sd_model)
+    return corelink.hostapi("jobsettings").job_settings(method, backend, part_model, sd_model)
 
 
 def part_model_path(field: str, cache: str) -> str:
@@ -234,4 +232,4 @@ def part_model_path(field: str, cache: str) -> str:
 
 def segment_part_model(field: str, cache: str) -> str:
     """Part model a Segment uses: the field's file, else Learn's default file once it exists, else ``""``."""
-    return corelink.hostkit().segment_part_model(field, part_model_path("", cache))
+    return corelink.hostapi("jobsettings").segment_part_model(field, part_model_path("", cache))

@@ -95,7 +95,7 @@ def main(argv: list | None = None) -> int:
             parser.error("--uninstall needs --into")
         uninstall(os.path.abspath(args.into))
         return 0
-    if not os.path.isfile(os.path.join(args.core, "smite", "client.py")):
+    if not os.path.isfile(os.path.join(args.core, "smite", "hostapi", "client.py")):
         print(f"blender_install: no SMITE core at {args.core}", file=sys.stderr)
         return 2
     if not os.path.isfile(args.python):

@@ -1,8 +1,8 @@
 """Where the core lives, seen from Nuke's own Python: its venv interpreter and its source folder.
 
 Nuke's interpreter cannot import the venv's packages (different Python, no torch), so we
-only put the core's *source* folder on ``sys.path`` for the stdlib-only `smite.client` and
-`smite.hostkit` (rules shared with the Blender add-on; see `import_hostkit`), and start the
+only put the core's *source* folder on ``sys.path`` for the stdlib-only `smite.hostapi`
+(client and rules shared with the Blender add-on; see `import_hostapi`), and start the
 venv's interpreter for the server. `install/nuke_install.py` writes a small JSON config naming
 both; ``$SMITE_PYTHON`` / ``$SMITE_CORE`` override it per shell or per farm job.
 """
@@ -77,7 +77,7 @@ def resolve_core(knob_value: str = "", environ: Optional[Mapping[str, str]] = No
     env = os.environ if environ is None else environ
     cfg = load_config(environ=env) if config is None else config
     for candidate in (knob_value.strip(), env.get(CORE_ENV, ""), cfg.get("core", ""), os.path.join(repo_dir, "core")):
-        if candidate and os.path.isfile(os.path.join(candidate, "smite", "client.py")):
+        if candidate and os.path.isfile(os.path.join(candidate, "smite", "hostapi", "client.py")):
             return candidate
     return ""
 
@@ -94,15 +94,15 @@ def add_core_to_path(core_dir: str, sys_path: Optional[List[str]] = None) -> boo
     return True
 
 
-def import_hostkit() -> ModuleType:
-    """The core's stdlib-only ``smite.hostkit``, putting the resolved core on ``sys.path`` first if needed.
+def import_hostapi() -> ModuleType:
+    """The core's stdlib-only ``smite.hostapi``, putting the resolved core on ``sys.path`` first if needed.
 
     Nuke's init.py normally added the core already; a session that skipped it (``nuke -t`` with
     another plugin path, a test) gets it added here, so the pure modules import anywhere.
     """
     try:
-        return importlib.import_module("smite.hostkit")
+        return importlib.import_module("smite.hostapi")
     except ImportError as exc:
         if not add_core_to_path(resolve_core()):
             raise ImportError(f"SMITE core not found ({exc}): run install/nuke_install.py or set ${CORE_ENV}") from None
-        return importlib.import_module("smite.hostkit")
+        return importlib.import_module("smite.hostapi")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
-from smite.client import ServerDiedError, SmiteClient
-from smite.protocol import CANCELLED, RpcError
+from smite.hostapi.client import ServerDiedError, SmiteClient
+from smite.hostapi.protocol import CANCELLED, RpcError
 
 DONE, FAILED, CANCELLED_STATE = "done", "failed", "cancelled"
 

@@ -2,7 +2,7 @@
 
 The default is every frame where the artist keyed a shape in the Roto (the frames they
 actually looked at); the knob holds the same list as text (``"1001,1010-1012"``) so the
-artist can add or drop frames. Reading and writing that text is the core's `smite.hostkit`
+artist can add or drop frames. Reading and writing that text is the core's `smite.hostapi.frames`
 (the Blender add-on types the same lists). Pure Python: the Roto walk that collects key times
 lives in `render_refs`.
 """
@@ -13,10 +13,10 @@ from typing import Iterable, List, Sequence
 
 from . import hostconfig
 
-hostconfig.import_hostkit()  # the core on sys.path when Nuke's init.py did not put it there
+hostconfig.import_hostapi()  # the core on sys.path when Nuke's init.py did not put it there
 
-from smite.hostkit import format_frames as format_keyframes  # noqa: E402,F401  (knob text, shared with Blender)
-from smite.hostkit import parse_frames as parse_keyframes  # noqa: E402,F401  ("1001, 1010-1012"; [] when empty)
+from smite.hostapi.frames import format_frames as format_keyframes  # noqa: E402,F401  (knob text, shared with Blender)
+from smite.hostapi.frames import parse_frames as parse_keyframes  # noqa: E402,F401  ("1001, 1010-1012"; [] when empty)
 
 
 def merge_key_times(times: Iterable[float]) -> List[int]:

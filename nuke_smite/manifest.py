@@ -17,13 +17,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from . import hostconfig
 
-hostconfig.import_hostkit()  # the core on sys.path when Nuke's init.py did not put it there
+hostconfig.import_hostapi()  # the core on sys.path when Nuke's init.py did not put it there
 
-from smite import hostkit  # noqa: E402  (rules shared with the Blender add-on)
-from smite.hostkit import job_settings  # noqa: E402,F401  (the server call's ``settings``)
-
-PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # mirrors smite.hostkit.PART_NAME (the host may run before the core is found)
-LAYER_PREFIX = "smite_"
+from smite.hostapi import jobsettings  # noqa: E402  (rules shared with the Blender add-on)
+from smite.hostapi.jobsettings import job_settings  # noqa: E402,F401  (the server call's ``settings``)
+from smite.hostapi.names import LAYER_PREFIX, PART_NAME, layer_name  # noqa: E402,F401  (the core's part-name rule)
 NUKE_CHANNEL = "alpha"  # Nuke reads EXR channel "smite_x.A" as "smite_x.alpha"
 DEFAULT_COLORSPACE = "sRGB - Texture"
 
@@ -37,11 +35,6 @@ NUKE_DEFAULT_COLORSPACES = {
 }
 _DEFAULT_WRAPPER = re.compile(r"^default\s*\((.*)\)$")  # Nuke shows "default (sRGB)" for the default choice
 _VIEW_TOKEN = re.compile(r"%[Vv]")
-
-
-def layer_name(part: str) -> str:
-    """Nuke layer holding ``part``'s matte: ``smite_<part>``."""
-    return LAYER_PREFIX + part
 
 
 def channel_name(part: str) -> str:
@@ -183,4 +176,4 @@ def write_json_atomic(path: str, data: Mapping[str, Any]) -> str:
 
 def segment_part_model(knob_value: str, default_path: str) -> str:
     """Part model a Segment uses: the knob's file, else Learn's default once it exists, else ``""``."""
-    return hostkit.segment_part_model(knob_value.strip(), default_path)
+    return jobsettings.segment_part_model(knob_value.strip(), default_path)

@@ -274,7 +274,7 @@ def start_job(group: Any, method: str) -> Optional[Any]:
         return None
     plan, shot = prepared
     try:
-        from . import jobs  # needs smite.client, importable only once the core is on sys.path
+        from . import jobs  # needs smite.hostapi.client, importable only once the core is on sys.path
     except Exception as exc:
         set_status(group, f"error: {exc}")
         return None

@@ -36,7 +36,7 @@ def blender_python(version: str) -> str:
 # --- pure planning ------------------------------------------------------------------------------
 
 def test_parse_keyframes_defaults_and_speaks_plan_errors():
-    """The grammar is smite.hostkit's (tests/test_hostkit.py); the add-on adds a default and PlanError."""
+    """The grammar is smite.hostapi.frames' (tests/test_hostapi.py); the add-on adds a default and PlanError."""
     assert shotplan.parse_keyframes("10-30x10, 3", 5) == [3, 10, 20, 30]
     assert shotplan.parse_keyframes("", 7) == [7]
     for bad in ("1;2", "5-1", "1-5x0"):
@@ -47,7 +47,7 @@ def test_parse_keyframes_defaults_and_speaks_plan_errors():
 def test_part_names_are_core_safe_unique_and_stable():
     names = shotplan.part_names(["Left Arm.001", "Left Arm 001", "3d", "", "chair"])
     assert names == ["Left_Arm_001", "Left_Arm_001_2", "p_3d", "part", "chair"]
-    assert all(shotplan.PART_NAME.match(n) for n in names)
+    assert all(corelink.hostapi("names").PART_NAME.match(n) for n in names)
     assert shotplan.matte_socket("chair") == "smite_chair"
 
 
@@ -121,14 +121,14 @@ def test_job_settings_and_part_model(tmp_path):
     assert shotplan.segment_part_model("", cache) == os.path.join(cache, "parts.smite")
 
 
-def test_farmjob_is_the_privately_loaded_hostkit(tmp_path):
-    """Farm rules live in smite.hostkit (tests/test_hostkit.py); farmjob names the privately loaded copy."""
+def test_farmjob_is_the_privately_loaded_hostapi(tmp_path):
+    """Farm rules live in smite.hostapi.farmcmd (tests/test_hostapi.py); farmjob names the privately loaded copy."""
     from blender_smite import farmjob
 
-    kit = corelink.load_hostkit_module(os.path.join(ROOT, "core"))
-    assert kit.__name__ == corelink.PRIVATE_PACKAGE + ".hostkit"
-    assert kit.__file__ == os.path.join(ROOT, "core", "smite", "hostkit.py")
-    assert corelink.hostkit() is kit
+    kit = corelink.load_hostapi_module(os.path.join(ROOT, "core"), "farmcmd")
+    assert kit.__name__ == corelink.PRIVATE_PACKAGE + ".farmcmd"
+    assert kit.__file__ == os.path.join(ROOT, "core", "smite", "hostapi", "farmcmd.py")
+    assert corelink.hostapi("farmcmd") is kit
     for name in farmjob.NAMES:
         assert getattr(farmjob, name) is getattr(kit, name)
     with pytest.raises(AttributeError):
@@ -136,14 +136,14 @@ def test_farmjob_is_the_privately_loaded_hostkit(tmp_path):
     with pytest.raises(farmjob.FarmError, match="at least 1"):
         farmjob.farm_commands("/v/python", "/c/shot.json", "/c/m.%04d.exr", "/c", 0)
     with pytest.raises(ImportError, match="no SMITE core"):
-        corelink.load_hostkit_module("/nonexistent")
+        corelink.load_hostapi_module("/nonexistent", "farmcmd")
 
 
 # --- finding the core ---------------------------------------------------------------------------
 
 def _fake_core(root):
-    (root / "core" / "smite").mkdir(parents=True)
-    (root / "core" / "smite" / "client.py").write_text("")
+    (root / "core" / "smite" / "hostapi").mkdir(parents=True)
+    (root / "core" / "smite" / "hostapi" / "client.py").write_text("")
     (root / ".venv" / "bin").mkdir(parents=True)
     (root / ".venv" / "bin" / "python").write_text("")
 
@@ -173,7 +173,7 @@ def test_locate_order(tmp_path):
 def test_client_module_loads_privately_from_the_core():
     module = corelink.load_client_module(os.path.join(ROOT, "core"))
     assert module.__name__ == corelink.PRIVATE_PACKAGE + ".client"
-    assert module.__file__ == os.path.join(ROOT, "core", "smite", "client.py")
+    assert module.__file__ == os.path.join(ROOT, "core", "smite", "hostapi", "client.py")
     assert hasattr(module, "SmiteClient")
     with pytest.raises(ImportError, match="no SMITE core"):
         corelink.load_client_module("/nonexistent")

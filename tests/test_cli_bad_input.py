@@ -5,13 +5,15 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from smite.cli.main import main
-from smite.errorcodes import EXIT_BAD_INPUT
+from smite.hostapi.errorcodes import EXIT_BAD_INPUT
 from smite.io.image import write_image
 
 
@@ -321,3 +323,22 @@ def test_native_library_messages_are_folded_into_the_one_line(make_shot, chair_d
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == EXIT_BAD_INPUT, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("smite: error: cannot read") and "00001.png" in lines[0], lines
+
+
+def test_a_command_whose_dependency_is_missing_exits_3_naming_it(monkeypatch, capsys):
+    """A broken optional dependency keeps the command a choice: exit 3 naming it, not "invalid choice"."""
+    from smite.cli import main as cli
+
+    monkeypatch.setitem(sys.modules, "smite.cli.learn", None)  # import of smite.cli.learn -> ImportError
+    assert cli.main(["learn", "--steps", "3"]) == 3
+    err = capsys.readouterr().err
+    assert "`smite learn` needs smite.cli.learn" in err and "invalid choice" not in err
+
+
+def test_only_the_typed_command_is_imported():
+    """`smite serve` builds only its own subparser: the other commands' modules (torch, OpenCV) stay unimported."""
+    code = ("import sys; from smite.cli import main as cli; cli.build_parser('serve'); "
+            "print(sorted(m for m in sys.modules if m.startswith('smite.cli.')))")
+    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "core")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.split() == ["['smite.cli.main',", "'smite.cli.serve']"], out.stderr

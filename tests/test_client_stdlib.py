@@ -1,4 +1,4 @@
-"""smite.client against real `smite serve` subprocesses; stdlib-only imports; Python 3.9 compatibility.
+"""smite.hostapi.client against real `smite serve` subprocesses; stdlib-only imports; Python 3.9 compatibility.
 
 Most tests drive a server whose engine is a small fake (passed to the server with ``-c``), so
 queueing, cancel and crashes are fast and deterministic; two end-to-end tests run the real
@@ -18,11 +18,14 @@ import threading
 
 import pytest
 
-from smite import protocol
+import smite.hostapi
+from smite.hostapi import protocol
 from conftest import SHARED_DATA
-from smite.client import RpcError, ServerDiedError, SmiteClient
+from smite.hostapi.client import RpcError, ServerDiedError, SmiteClient
 
-CORE = os.path.dirname(os.path.dirname(os.path.abspath(protocol.__file__)))
+CORE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(protocol.__file__))))
+HOSTAPI_MODULES = sorted(n[:-3] for n in os.listdir(os.path.dirname(smite.hostapi.__file__))
+                         if n.endswith(".py") and n != "__init__.py")  # the whole folder
 CHAIR = str(SHARED_DATA / "pumavos_chair")
 
 
@@ -95,7 +98,9 @@ except ImportError:
     pass
 else:
     raise SystemExit("the import blocker does not work")
-import smite.client, smite.protocol, smite.hostkit
+import pkgutil, smite.hostapi
+for info in pkgutil.iter_modules(smite.hostapi.__path__):
+    __import__("smite.hostapi." + info.name)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 assert not heavy, heavy
 print(" ".join(sorted(m for m in sys.modules if m.startswith("smite"))))
@@ -131,20 +136,21 @@ def client():
 # --- stdlib only, Python 3.9 ------------------------------------------------------------------
 
 @pytest.mark.parametrize("python", [sys.executable, PY39], ids=["venv", "py39"])
-def test_protocol_client_and_hostkit_import_with_heavy_packages_blocked(python):
+def test_every_hostapi_module_imports_with_heavy_packages_blocked(python):
     if not os.path.exists(python):
         pytest.skip(f"{python} not available")
     env = {**os.environ, "PYTHONPATH": CORE}
     proc = subprocess.run([python, "-c", BLOCK_AND_IMPORT], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["smite", "smite.client", "smite.errorcodes", "smite.hostkit", "smite.protocol"]
+    assert proc.stdout.split() == ["smite", "smite.hostapi"] + ["smite.hostapi." + m for m in HOSTAPI_MODULES]
 
 
 PY39_DRIVER = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from smite.client import SmiteClient, RpcError
-from smite import protocol
+from smite.hostapi.client import SmiteClient, RpcError
+import smite.hostapi
+from smite.hostapi import protocol
 seen = []
 c = SmiteClient(python=sys.argv[2], args=["-c", sys.argv[3]]).start()
 info = c.initialize()

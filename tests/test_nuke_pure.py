@@ -23,15 +23,15 @@ PY39 = next(iter(sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin
 # --- keyframes ----------------------------------------------------------------------------
 
 def test_keyframes_and_farm_are_the_cores_shared_rules():
-    """Parsing, knob text and farm files live in smite.hostkit (tests/test_hostkit.py); the node uses them."""
-    from smite import hostkit
+    """Parsing, knob text and farm files live in smite.hostapi (tests/test_hostapi.py); the node uses them."""
+    from smite.hostapi import farmcmd, frames, jobsettings
 
     from nuke_smite import farm
 
-    assert keyframes.parse_keyframes is hostkit.parse_frames and keyframes.format_keyframes is hostkit.format_frames
-    assert manifest.job_settings is hostkit.job_settings
-    assert farm.FarmError is hostkit.FarmError and farm.write_farm_files is hostkit.write_farm_files
-    assert farm.farm_commands is hostkit.farm_commands and farm.summary is hostkit.summary
+    assert keyframes.parse_keyframes is frames.parse_frames and keyframes.format_keyframes is frames.format_frames
+    assert manifest.job_settings is jobsettings.job_settings
+    assert farm.FarmError is farmcmd.FarmError and farm.write_farm_files is farmcmd.write_farm_files
+    assert farm.farm_commands is farmcmd.farm_commands and farm.summary is farmcmd.summary
     assert keyframes.parse_keyframes(keyframes.format_keyframes([1, 2, 3, 7])) == [1, 2, 3, 7]
 
 
@@ -169,13 +169,13 @@ class FakeClient:
 
     def submit(self, method, params, on_progress=None):
         if self.fail == "submit":
-            from smite.protocol import BAD_INPUT, RpcError
+            from smite.hostapi.protocol import BAD_INPUT, RpcError
             raise RpcError(BAD_INPUT, "reference for frame 3 not found: /x.exr")
         self.on_progress = on_progress
         return "job-1"
 
     def wait(self, job, timeout=None):
-        from smite.protocol import CANCELLED, RpcError
+        from smite.hostapi.protocol import CANCELLED, RpcError
         self.waits += 1
         if self.cancelled:
             raise RpcError(CANCELLED, "job job-1 cancelled")
@@ -241,11 +241,11 @@ def test_job_runner_turns_errors_into_one_failed_outcome():
 def test_package_compiles_and_pure_modules_import_on_python_39():
     if not shutil.which(PY39):
         pytest.skip("python3.9 not available")
-    # only the repo on sys.path: the pure modules put the core there themselves (hostconfig.import_hostkit)
+    # only the repo on sys.path: the pure modules put the core there themselves (hostconfig.import_hostapi)
     code = ("import os, sys; sys.path[:0] = [sys.argv[1]]\n"
             "import compileall, nuke_smite.keyframes, nuke_smite.manifest, nuke_smite.hostconfig, nuke_smite.farm\n"
-            "import smite.hostkit, nuke_smite.jobs\n"
-            "assert os.path.dirname(os.path.dirname(smite.hostkit.__file__)) == sys.argv[2], smite.hostkit.__file__\n"
+            "import smite.hostapi, nuke_smite.jobs\n"
+            "assert os.path.dirname(os.path.dirname(os.path.dirname(smite.hostapi.__file__))) == sys.argv[2], smite.hostapi.__file__\n"
             "ok = compileall.compile_dir(sys.argv[1] + '/nuke_smite', quiet=1, legacy=False, force=True)\n"
             "ok = ok and compileall.compile_file(sys.argv[1] + '/install/nuke_install.py', quiet=1)\n"
             "print('ok' if ok else 'fail')")
@@ -269,13 +269,13 @@ def test_segment_part_model_strips_the_knob_then_prefers_an_existing_default(tmp
 def test_core_subprocesses_leave_the_hosts_python_variables_behind(tmp_path):
     """Defect 10: ``smite farm`` inherited Nuke's PYTHONHOME/PYTHONPATH; the server and the farm
     commands now take their environment from one function."""
-    from smite import client, hostkit
+    from smite.hostapi import client, locate
 
     from nuke_smite import farm
 
     nuke_env = {"PYTHONHOME": "/nuke/python", "PYTHONPATH": "/nuke/plugins", "HOME": "/home/artist"}
-    assert hostkit.core_environment("/core", environ=nuke_env) == {"HOME": "/home/artist", "PYTHONPATH": "/core"}
-    assert client.core_environment is hostkit.core_environment
+    assert locate.core_environment("/core", environ=nuke_env) == {"HOME": "/home/artist", "PYTHONPATH": "/core"}
+    assert client.core_environment is locate.core_environment
     envs = []
 
     def runner(argv, **kw):

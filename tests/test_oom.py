@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from smite.errors import OutOfMemoryError
-from smite.errorcodes import EXIT_OUT_OF_MEMORY
+from smite.hostapi.errorcodes import EXIT_OUT_OF_MEMORY
 from smite.oom import halve, is_out_of_memory, run_with_oom_retry
 
 

@@ -1,4 +1,4 @@
-"""smite.protocol: framing, message shapes, validation and error codes (in-memory streams)."""
+"""smite.hostapi.protocol: framing, message shapes, validation and error codes (in-memory streams)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from smite import errorcodes, protocol
-from smite.protocol import LineReader, LineTooLongError, RpcError, check_request, decode, encode
+from smite.hostapi import errorcodes, protocol
+from smite.hostapi.protocol import LineReader, LineTooLongError, RpcError, check_request, decode, encode
 
 
 def test_encode_is_one_line_of_strict_json():

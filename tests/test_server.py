@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from smite import protocol
+from smite.hostapi import protocol
 from smite.errors import CancelledError, FrameError
 from smite.server import LogForwarder, Server
 

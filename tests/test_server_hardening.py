@@ -19,7 +19,7 @@ import tracemalloc
 
 import pytest
 
-from smite import protocol
+from smite.hostapi import protocol
 from smite.io.sequence import MAX_FRAMES
 from smite.server import MAX_JOBS, Server
 from test_server import TIMEOUT, FakeEngine, Sink, ask, error_of, server, shot  # noqa: F401 - fixtures

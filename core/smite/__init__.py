@@ -1,7 +1,7 @@
 """SMITE for compositors: few-shot, temporally consistent video part mattes.
 
 The package is a host-agnostic core; hosts (Nuke, Blender, farm) talk to it through
-`smite.protocol` / `smite.client` or the `smite` command line.
+`smite.hostapi` (stdlib only) or the `smite` command line.
 """
 
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import BadInputError, ManifestError
-from .hostkit import PART_NAME
+from .hostapi.names import PART_NAME
 from .io.sequence import format_frame_range, parse_frame_range
 from .model.settings import DiffusionSettings
 from .settings_json import check_ranges, fields_from_dict, ranged

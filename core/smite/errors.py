@@ -7,7 +7,7 @@ Messages are one line and name the file, frame or part at fault.
 
 from __future__ import annotations
 
-from . import errorcodes as codes
+from .hostapi import errorcodes as codes
 
 
 class SmiteError(Exception):

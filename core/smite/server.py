@@ -1,6 +1,6 @@
 """`smite serve`: the JSON-RPC server hosts drive (one GPU job at a time, cancellable, streamed progress).
 
-Shape borrowed from python-lsp-jsonrpc: the stream framing lives in `smite.protocol`, this
+Shape borrowed from python-lsp-jsonrpc: the stream framing lives in `smite.hostapi.protocol`, this
 module holds a dispatcher of thin ``m_<method>`` handlers and a job queue. Handlers only
 validate and enqueue; a single worker thread runs engine calls, so a second request queues
 instead of fighting the first for GPU memory, and ``status``/``cancel`` stay answerable while
@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, Callable, Deque, Dict, List, Optional
 
 from . import __version__
 from .errors import CancelledError, SmiteError
-from .protocol import (
+from .hostapi.protocol import (
     DONE, INTERNAL_ERROR, INVALID_PARAMS, LEARN, LOG, MAX_LINE_BYTES, METHOD_NOT_FOUND, METHODS, MISSING_MODEL,
     NOTIFICATIONS, PROGRESS, PROTOCOL_VERSION, SEGMENT, SERVER_BUSY,
     LineReader, RpcError, check_request, decode, encode, error, notification, one_line, result,

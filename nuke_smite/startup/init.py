@@ -1,6 +1,6 @@
 """Nuke start-up for SMITE: this folder is the plugin path that install/nuke_install.py registers.
 
-It makes the `nuke_smite` package and the core's stdlib-only `smite.client` importable. The
+It makes the `nuke_smite` package and the core's stdlib-only `smite.hostapi` importable. The
 package's own modules stay off ``sys.path`` as top-level names (they would shadow a studio's
 ``jobs`` or ``manifest``), which is why this start-up folder is separate from the package.
 """

@@ -18,7 +18,7 @@ import tempfile
 import threading
 
 from .. import __version__
-from ..errorcodes import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY
+from ..hostapi.errorcodes import EXIT_BAD_INPUT, EXIT_MISSING_MODEL, EXIT_OUT_OF_MEMORY
 from ..errors import SmiteError
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
@@ -53,14 +53,37 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _missing(name: str, exc: ImportError):
+    """The run of a command whose module cannot be imported: one line naming the dependency, exit 3."""
+    what = getattr(exc, "name", None) or str(exc)
+
+    def run(args: argparse.Namespace) -> int:
+        print(f"smite: error: `smite {name}` needs {what}, which cannot be imported ({exc}); "
+              "install it into the core venv (see: smite doctor)", file=sys.stderr)
+        return EXIT_MISSING_MODEL
+
+    return run
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; with ``only`` (a command name) just that command's module is imported.
+
+    Each command's module imports its heavy packages, so building every subparser costs seconds;
+    `main` builds only the one typed (``smite serve`` answers at once). A command whose module
+    cannot be imported stays a choice and exits 3 naming the missing package, never "invalid choice".
+    """
     parser = OneLineParser(prog="smite", description="Few-shot, temporally consistent video part mattes.")
     parser.add_argument("--version", action="version", version=f"smite {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         try:
             mod = importlib.import_module(f"smite.cli.{module}")
-        except ImportError:  # an optional command whose module is not installed
+        except ImportError as exc:  # an optional dependency of this command is missing or broken
+            p = sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+            p.add_argument("argv", nargs=argparse.REMAINDER)
+            p.set_defaults(_run=_missing(name, exc), _missing=True)
             continue
         if hasattr(mod, "add_arguments"):
             p = sub.add_parser(name, help=help_text, description=help_text)
@@ -74,8 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "_missing", False):  # what parse_args says; a missing command takes anything
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -1,6 +1,6 @@
 """`smite serve`: run the JSON-RPC server on stdin/stdout for a host (Nuke, Blender) to drive.
 
-Not meant to be typed by hand: `smite.client.SmiteClient` starts it. The protocol is moved to a
+Not meant to be typed by hand: `smite.hostapi.client.SmiteClient` starts it. The protocol is moved to a
 private copy of stdout first, so nothing a library prints can corrupt it.
 """
 
@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from ..protocol import MAX_LINE_BYTES
+from ..hostapi.protocol import MAX_LINE_BYTES
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,15 +15,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import BadInputError, FrameError, SmiteError
-from ..hostkit import PART_NAME
+from ..hostapi.names import PART_NAME, channel_name
 from .image import _open, _read_pixels, write_image
 
 PARTS_KEY = "smite/parts"
-
-
-def channel_name(part: str) -> str:
-    """EXR channel that holds ``part``: ``smite_<part>.A``."""
-    return f"smite_{part}.A"
 
 
 def _check_parts(parts: list[str]) -> None:

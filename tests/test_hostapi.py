@@ -1,4 +1,4 @@
-"""smite.hostkit: the frame lists, job settings and farm files both host frontends share.
+"""smite.hostapi: the frame lists, job settings and farm files both host frontends share.
 
 The frontends' own tests (test_nuke_pure, test_blender_addon) check only what each adds on top
 (Blender's default keyframe and PlanError, Nuke's stripped knob values) and that they use these.
@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from smite import hostkit
+from smite.hostapi import farmcmd, jobsettings
+from smite.hostapi import frames as framelist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,11 +20,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # --- frame lists ----------------------------------------------------------------------------------
 
 def test_parse_frames_reads_lists_ranges_steps_and_spaces():
-    assert hostkit.parse_frames("1010, 1001 1003-1005,1001") == [1001, 1003, 1004, 1005, 1010]
-    assert hostkit.parse_frames(" 30 1, 12,1 ") == [1, 12, 30]
-    assert hostkit.parse_frames("10-30x10, 3") == [3, 10, 20, 30]
-    assert hostkit.parse_frames("-2--1") == [-2, -1]
-    assert hostkit.parse_frames("  ") == []
+    assert framelist.parse_frames("1010, 1001 1003-1005,1001") == [1001, 1003, 1004, 1005, 1010]
+    assert framelist.parse_frames(" 30 1, 12,1 ") == [1, 12, 30]
+    assert framelist.parse_frames("10-30x10, 3") == [3, 10, 20, 30]
+    assert framelist.parse_frames("-2--1") == [-2, -1]
+    assert framelist.parse_frames("  ") == []
 
 
 @pytest.mark.parametrize("text, word", [("10-5", "'10-5' ends before"), ("a", "cannot read 'a'"),
@@ -31,23 +32,23 @@ def test_parse_frames_reads_lists_ranges_steps_and_spaces():
                                         ("1-5x0", "step of '1-5x0'")])
 def test_parse_frames_names_the_bad_item(text, word):
     with pytest.raises(ValueError, match=word) as info:
-        hostkit.parse_frames(text)
+        framelist.parse_frames(text)
     assert str(info.value).startswith("keyframes: ") and "\n" not in str(info.value)
 
 
 def test_format_frames_collapses_runs_and_round_trips():
-    assert hostkit.format_frames([5, 1, 2, 3, 7, 3]) == "1-3,5,7"
-    assert hostkit.format_frames(range(0, 60)) == "0-59"
-    assert hostkit.format_frames([]) == ""
+    assert framelist.format_frames([5, 1, 2, 3, 7, 3]) == "1-3,5,7"
+    assert framelist.format_frames(range(0, 60)) == "0-59"
+    assert framelist.format_frames([]) == ""
     frames = [-3, -2, 1, 2, 3, 7, 9, 10]
-    assert hostkit.parse_frames(hostkit.format_frames(frames)) == frames
+    assert framelist.parse_frames(framelist.format_frames(frames)) == frames
 
 
 def test_format_frames_is_read_by_the_core():
     from smite.io.sequence import parse_frame_range
 
     frames = [1, 2, 3, 7, 9, 10]
-    assert list(parse_frame_range(hostkit.format_frames(frames))) == frames
+    assert list(parse_frame_range(framelist.format_frames(frames))) == frames
 
 
 # --- job settings ---------------------------------------------------------------------------------
@@ -55,41 +56,41 @@ def test_format_frames_is_read_by_the_core():
 def test_job_settings_nest_the_diffusion_fields_and_load_as_core_settings():
     from smite.config import Settings
 
-    seg = hostkit.job_settings("segment", "diffusion", "/c/parts.smite", "/sd/v2-1")
+    seg = jobsettings.job_settings("segment", "diffusion", "/c/parts.smite", "/sd/v2-1")
     assert seg == {"backend": "diffusion", "diffusion": {"part_model": "/c/parts.smite", "model": "/sd/v2-1"}}
     cfg = Settings.from_dict(seg)
     assert cfg.diffusion.part_model == "/c/parts.smite" and cfg.diffusion.model == "/sd/v2-1"
     # the weight-free backend gets no diffusion fields (they would change its mattes' job metadata)
-    assert hostkit.job_settings("segment", "propagate", "/c/parts.smite", "/sd") == {"backend": "propagate"}
-    assert hostkit.job_settings("segment", "diffusion", "", "") == {"backend": "diffusion"}
+    assert jobsettings.job_settings("segment", "propagate", "/c/parts.smite", "/sd") == {"backend": "propagate"}
+    assert jobsettings.job_settings("segment", "diffusion", "", "") == {"backend": "diffusion"}
     # learn writes the part model (it is 'out', not a setting) and trains on the SD model
-    assert hostkit.job_settings("learn", "propagate", "/c/parts.smite", "/sd") == {
+    assert jobsettings.job_settings("learn", "propagate", "/c/parts.smite", "/sd") == {
         "backend": "propagate", "diffusion": {"model": "/sd"}}
-    assert hostkit.job_settings("learn", "diffusion", "/c/parts.smite") == {"backend": "diffusion"}
+    assert jobsettings.job_settings("learn", "diffusion", "/c/parts.smite") == {"backend": "diffusion"}
 
 
 def test_segment_part_model_prefers_the_choice_then_an_existing_default(tmp_path):
     default = str(tmp_path / "parts.smite")
-    assert hostkit.segment_part_model("/k/p.smite", default) == "/k/p.smite"
-    assert hostkit.segment_part_model("", default) == ""  # Learn has not written it: the backend learns itself
+    assert jobsettings.segment_part_model("/k/p.smite", default) == "/k/p.smite"
+    assert jobsettings.segment_part_model("", default) == ""  # Learn has not written it: the backend learns itself
     (tmp_path / "parts.smite").write_bytes(b"x")
-    assert hostkit.segment_part_model("", default) == default
+    assert jobsettings.segment_part_model("", default) == default
 
 
 # --- farm files -----------------------------------------------------------------------------------
 
 def test_farm_commands_spell_the_core_cli():
-    cmds = hostkit.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", "/c", 8, "diffusion", "/c/p.smite",
+    cmds = farmcmd.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", "/c", 8, "diffusion", "/c/p.smite",
                                  "/sd")
     assert [fmt for fmt, _ in cmds] == ["openjd", "deadline"]
     common = ["--shot", "/c/shot.json", "--out", "/c/m.####.exr", "--chunk", "8", "--backend", "diffusion",
               "--parts", "/c/p.smite", "--model", "/sd"]
     assert cmds[0][1] == ["/v/python", "-m", "smite", "farm", "openjd"] + common + ["--output", "/c/farm/job.yaml"]
     assert cmds[1][1] == ["/v/python", "-m", "smite", "farm", "deadline"] + common + ["--output", "/c/farm/deadline"]
-    plain = hostkit.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", "/c", 16, "propagate", "/c/p.smite")
+    plain = farmcmd.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", "/c", 16, "propagate", "/c/p.smite")
     assert "--parts" not in plain[0][1] and plain[0][1][plain[0][1].index("--backend") + 1] == "propagate"
-    with pytest.raises(hostkit.FarmError, match="at least 1"):
-        hostkit.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", "/c", 0)
+    with pytest.raises(farmcmd.FarmError, match="at least 1"):
+        farmcmd.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", "/c", 0)
 
 
 class _Proc:
@@ -98,7 +99,7 @@ class _Proc:
 
 
 def test_write_farm_files_reports_written_paths_and_one_line_errors(tmp_path):
-    cmds = hostkit.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", str(tmp_path), 4)
+    cmds = farmcmd.farm_commands("/v/python", "/c/shot.json", "/c/m.####.exr", str(tmp_path), 4)
     calls = []
 
     def ok(argv, **kw):
@@ -108,31 +109,31 @@ def test_write_farm_files_reports_written_paths_and_one_line_errors(tmp_path):
             return _Proc(0, f"wrote {out}/job_info.job\nwrote {out}/plugin_info.job\n")
         return _Proc(0, f"wrote {out}\n")
 
-    written = hostkit.write_farm_files(cmds, core="/core", runner=ok, environ={"PYTHONPATH": "/x"})
-    paths = hostkit.farm_paths(str(tmp_path))
+    written = farmcmd.write_farm_files(cmds, core="/core", runner=ok, environ={"PYTHONPATH": "/x"})
+    paths = farmcmd.farm_paths(str(tmp_path))
     assert written == {"openjd": [paths["openjd"]], "deadline": [os.path.join(paths["deadline"], "job_info.job"),
                                                                   os.path.join(paths["deadline"], "plugin_info.job")]}
     assert [c[1] for c in calls] == ["/core"] * 2  # the host's PYTHONPATH stays behind (core_environment)
     assert os.path.isdir(paths["deadline"])  # folders exist before the command writes into them
-    assert hostkit.summary(written) == (f"farm files in {tmp_path / 'farm'}: job.yaml, deadline/job_info.job, "
+    assert farmcmd.summary(written) == (f"farm files in {tmp_path / 'farm'}: job.yaml, deadline/job_info.job, "
                                         "deadline/plugin_info.job")
-    assert hostkit.summary({}) == "farm: nothing written"
+    assert farmcmd.summary({}) == "farm: nothing written"
 
     def fails(argv, **kw):
         return _Proc(2, "some warning\nsmite: error: frame 99 is outside the shot's frames 0-5\n\n")
 
-    with pytest.raises(hostkit.FarmError) as info:
-        hostkit.write_farm_files(cmds, runner=fails)
+    with pytest.raises(farmcmd.FarmError) as info:
+        farmcmd.write_farm_files(cmds, runner=fails)
     assert str(info.value) == "smite farm openjd failed: smite: error: frame 99 is outside the shot's frames 0-5"
 
-    with pytest.raises(hostkit.FarmError, match="smite farm openjd failed: exit status 3"):
-        hostkit.write_farm_files(cmds, runner=lambda argv, **kw: _Proc(3, ""))
+    with pytest.raises(farmcmd.FarmError, match="smite farm openjd failed: exit status 3"):
+        farmcmd.write_farm_files(cmds, runner=lambda argv, **kw: _Proc(3, ""))
 
     def missing(argv, **kw):
         raise FileNotFoundError(2, "No such file or directory")
 
-    with pytest.raises(hostkit.FarmError, match="cannot run /v/python: No such file"):
-        hostkit.write_farm_files(cmds, runner=missing)
+    with pytest.raises(farmcmd.FarmError, match="cannot run /v/python: No such file"):
+        farmcmd.write_farm_files(cmds, runner=missing)
 
 
 def test_farm_files_written_by_the_core_cli(tmp_path):
@@ -142,10 +143,10 @@ def test_farm_files_written_by_the_core_cli(tmp_path):
 
     chair = os.path.join(ROOT, "tests", "data", "chair", "shot.json")
     out = str(tmp_path / "mattes" / "mattes.%04d.exr")
-    cmds = hostkit.farm_commands(sys.executable, chair, out, str(tmp_path), 25, "propagate", "/unused.smite")
+    cmds = farmcmd.farm_commands(sys.executable, chair, out, str(tmp_path), 25, "propagate", "/unused.smite")
     assert all("--parts" not in argv for _, argv in cmds)  # the weight-free backend takes no part model
-    written = hostkit.write_farm_files(cmds, core=os.path.join(ROOT, "core"))
-    paths = hostkit.farm_paths(str(tmp_path))
+    written = farmcmd.write_farm_files(cmds, core=os.path.join(ROOT, "core"))
+    paths = farmcmd.farm_paths(str(tmp_path))
     assert written["openjd"] == [paths["openjd"]]
     assert sorted(os.path.basename(p) for p in written["deadline"]) == ["job_info.job", "plugin_info.job"]
     with open(paths["openjd"], encoding="utf-8") as handle:
@@ -153,4 +154,4 @@ def test_farm_files_written_by_the_core_cli(tmp_path):
     params = {p.name: p.default for p in template.parameterDefinitions}
     assert params["ChunkSize"] == 25 and params["Frames"] == "0-59" and params["OutputPattern"] == out
     assert [step.name for step in template.steps] == ["Segment"]
-    assert hostkit.summary(written).startswith(f"farm files in {tmp_path / 'farm'}: job.yaml, deadline/")
+    assert farmcmd.summary(written).startswith(f"farm files in {tmp_path / 'farm'}: job.yaml, deadline/")

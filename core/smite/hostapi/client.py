@@ -28,7 +28,7 @@ import sys
 import threading
 from typing import Any, Callable, Deque, Dict, List, Optional
 
-from .hostkit import core_environment
+from .locate import core_environment
 from .protocol import (
     CANCEL, CANCELLED, DONE, INITIALIZE, INTERNAL_ERROR, INVALID_PARAMS, LOG, MAX_LINE_BYTES, PROGRESS,
     PROTOCOL_VERSION, SHUTDOWN, STATUS, LineReader, RpcError, decode, encode, is_response, request,

@@ -1,0 +1,23 @@
+"""Part names and matte channel names: one rule for the core, the Nuke node and the Blender add-on.
+
+A part name becomes an EXR layer (``smite_<part>.A``), a Nuke layer and a Blender socket name, so
+the core refuses what a host could not show. Standard library only, Python 3.9-safe.
+"""
+
+from __future__ import annotations
+
+import re
+
+PART_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+LAYER_PREFIX = "smite_"  # a part's matte layer: smite_<part>
+ALPHA = "A"  # the one channel of that layer in the EXR
+
+
+def layer_name(part: str) -> str:
+    """The matte layer of ``part``: ``smite_<part>``."""
+    return LAYER_PREFIX + part
+
+
+def channel_name(part: str) -> str:
+    """EXR channel that holds ``part``: ``smite_<part>.A``."""
+    return f"{layer_name(part)}.{ALPHA}"
