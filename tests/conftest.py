@@ -58,3 +58,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    """A frozen tiny random SD UNet (text width 32, seed 0), one per test module."""
+    from smite.model.backbone import tiny_unet
+
+    net = tiny_unet(text_width=32, seed=0).eval()
+    net.requires_grad_(False)
+    return net

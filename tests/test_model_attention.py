@@ -12,17 +12,9 @@ from diffusers.models.attention_processor import AttnProcessor2_0  # noqa: E402
 from smite.model.attention import (  # noqa: E402
     AttentionStore, installed, smite_processors, was_map, was_readout,
 )
-from smite.model.backbone import tiny_unet  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def unet():
-    net = tiny_unet(text_width=32, seed=0).eval()
-    net.requires_grad_(False)
-    return net
 
 
 def _run(unet, latents, text, t=50):

@@ -10,17 +10,9 @@ pytest.importorskip("diffusers")
 
 from smite.model import settings  # noqa: E402
 from smite.model.attention import installed, smite_processors  # noqa: E402
-from smite.model.backbone import tiny_unet  # noqa: E402
 from smite.model.groupnorm import pooled_groupnorm, window_group_norm, window_norms  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def unet():
-    net = tiny_unet(text_width=32, seed=0).eval()
-    net.requires_grad_(False)
-    return net
 
 
 def _norm(groups=4, channels=8, seed=0):

@@ -404,18 +404,22 @@ def test_apply_results_is_idempotent_and_reloads(fake, node):
 
 # --- what Segment and Learn send -----------------------------------------------------------
 
-def _captured_jobs(node, monkeypatch):
-    """Replace the job runner with a recorder (no server): the params each button sends."""
+def _record_runs(monkeypatch, record):
+    """Replace the job runner with a recorder (no server): `record(method, params, on_finish)` per job."""
     from nuke_smite import jobs
-
-    sent = []
 
     class Recorder:
         def __init__(self, client, method, params, on_finish=None):
-            sent.append((method, params))
+            record(method, params, on_finish)
             self.thread = None
 
     monkeypatch.setattr(jobs, "JobRunner", Recorder)
+
+
+def _captured_jobs(node, monkeypatch):
+    """The params each button sends (job runner replaced, nothing followed)."""
+    sent = []
+    _record_runs(monkeypatch, lambda method, params, on_finish: sent.append((method, params)))
     monkeypatch.setattr(node, "_follow", lambda name, method, runner: None)
     return sent
 
@@ -563,13 +567,7 @@ def test_job_end_reported_on_the_main_thread_runs_directly(fake, node, monkeypat
     from nuke_smite import jobs
 
     finishes = []
-
-    class Recorder:
-        def __init__(self, client, method, params, on_finish=None):
-            finishes.append(on_finish)
-            self.thread = None
-
-    monkeypatch.setattr(jobs, "JobRunner", Recorder)
+    _record_runs(monkeypatch, lambda method, params, on_finish: finishes.append(on_finish))
     monkeypatch.setattr(node.threading, "Thread", lambda **kw: types.SimpleNamespace(start=lambda: None))
     scene(fake)
     group = node.create_node()
@@ -586,13 +584,7 @@ def test_job_results_reach_the_node_after_a_rename_and_from_inside_another_group
     from nuke_smite import jobs
 
     finishes = []
-
-    class Recorder:
-        def __init__(self, client, method, params, on_finish=None):
-            finishes.append(on_finish)
-            self.thread = None
-
-    monkeypatch.setattr(jobs, "JobRunner", Recorder)
+    _record_runs(monkeypatch, lambda method, params, on_finish: finishes.append(on_finish))
     monkeypatch.setattr(node, "_follow", lambda name, method, runner: None)
     scene(fake)
     group = node.create_node()
