@@ -150,3 +150,31 @@ def test_a_dependency_that_cannot_be_imported_is_an_error_naming_it(dependency, 
         proc.kill()
         proc.wait()
     assert not (tmp_path / "o").exists() or os.listdir(tmp_path / "o") == []
+
+
+def test_sigterm_cancels_the_jobs_and_exits_143_leaving_only_finished_frames(make_shot, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "smite", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env())
+    talk = Conversation(proc)
+    try:
+        shot = str(make_shot(frames="0-39"))
+        running = talk.call("segment", {"shot": shot, "out": str(tmp_path / "a" / "m.####.exr")})["result"]["job"]
+        queued = talk.call("segment", {"shot": shot, "out": str(tmp_path / "b" / "m.####.exr")})["result"]["job"]
+        talk.until(lambda m: m.get("method") == "progress" and m["params"]["job"] == running
+                   and m["params"]["stage"] == "segment" and m["params"]["done"] >= 1)
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=TIMEOUT)
+        talk.seen += [json.loads(line) for line in rest.splitlines()]
+        assert proc.returncode == 143, err
+    finally:
+        proc.kill()
+        proc.wait()
+    assert err.decode().strip().splitlines()[-1] == "smite: terminated; finished frames are kept, run again to resume"
+    done = {m["params"]["job"]: m["params"] for m in talk.seen if m.get("method") == "done"}
+    for job in (running, queued):
+        assert done[job]["error"]["code"] == protocol.CANCELLED, done
+    folder = tmp_path / "a"
+    names = os.listdir(folder)
+    assert names and all(n.startswith("m.") and n.endswith(".exr") for n in names), names  # no temp, no claim
+    assert len(names) < 40
+    assert not (tmp_path / "b").exists() or os.listdir(tmp_path / "b") == []
