@@ -3,7 +3,8 @@
     PYTHONPATH=core python bench/serve_startup.py [--runs 5]
 
 Starts the server as a host does (a subprocess of this interpreter), sends one ``initialize`` line,
-and prints the best and median wall time until the reply line arrives.
+and prints the best and median wall time from process start until the reply line arrives. The
+engine is loaded in the background after that reply, so each run then waits for it before exiting.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET_S = 0.3  # issue 10
 
 
 def once() -> float:
@@ -40,7 +42,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     times = [once() for _ in range(parser.parse_args().runs)]
-    print(f"smite serve answers initialize in {min(times):.3f} s (best), {statistics.median(times):.3f} s (median)")
+    print(f"smite serve answers initialize in {min(times):.3f} s (best), {statistics.median(times):.3f} s (median); "
+          f"target {TARGET_S:.3f} s")
     return 0
 
 
