@@ -228,7 +228,7 @@ def test_reg_tau_of_each_guided_step_reaches_the_energy(shot_and_model):
                           tracker=None)
     z0, noise, s_ref = _latents_and_ref(seg, backbone, _window(shot))
     _, maps = seg._maps(backbone.scheduler.add_noise(z0, noise, torch.tensor([104])), 104)
-    from smite.method.lowpass import smite_reg_energy
+    from smite.method.energies import smite_reg_energy
 
     cur, ref = maps.permute(2, 0, 1).reshape(3, -1, 8, 8), s_ref.permute(2, 0, 1).reshape(3, -1, 8, 8)
     for step, tau in ((0, 0.999), (1, 0.4), (2, 0.4)):

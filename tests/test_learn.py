@@ -12,9 +12,8 @@ pytest.importorskip("diffusers")
 
 from smite.cli.main import main  # noqa: E402
 from smite.io.image import read_label_map, read_rgb  # noqa: E402
-from smite.method.learn import (  # noqa: E402
-    Example, PartLearner, class_weights, frequency_loss, initial_context, learn_examples, part_losses,
-)
+from smite.method.energies import class_weights, frequency_loss, part_losses  # noqa: E402
+from smite.method.learn import Example, PartLearner, initial_context, learn_examples  # noqa: E402
 from smite.model.backbone import load_backbone, make_tiny  # noqa: E402
 from smite.model.encode import encode_prompt, unet_with_maps  # noqa: E402
 from smite.model.parts import load_part_model  # noqa: E402

@@ -23,7 +23,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ShotSpec
@@ -34,14 +33,13 @@ from ..model.encode import encode_latents, encode_prompt, labels_to_grid, to_mod
 from ..model.parts import PartModel, save_part_model
 from ..model.settings import DiffusionSettings
 from .augment import augment, to_model_space
+from .energies import learning_loss, part_losses
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, message), as in smite.engine
 # The prompt the vectors start from: the authors' prompts are "background <part> <part> ..." (scripts/configs/*.sh).
 BACKGROUND_WORD = "background"
-FREQ_CUTOFF = 30  # src/frequency_filter.py:39-43: the "high-pass" zeroes the central (2·30)² shifted coefficients
-FREQ_HIGH_WEIGHT = 10.0  # src/frequency_filter.py:61: high-pass terms count 10x
 
 
 @dataclass
@@ -69,67 +67,7 @@ class LearnResult:
                 "backbone_hash": self.backbone_hash}
 
 
-# -- losses (pure) ---------------------------------------------------------------------------------
-
-def class_weights(labels: Tensor, classes: int) -> Tensor:
-    """SMITE's CE weights: background 1, part k = (#foreground px)/(#px of k), absent parts 0.
-
-    labels: `(P,)` or any shape of class ids. Returns `(classes,)` float32.
-    """
-    counts = torch.bincount(labels.reshape(-1), minlength=classes)[:classes].float()
-    fg = counts[1:].sum()
-    weights = torch.where(counts > 0, fg / counts.clamp_min(1.0), torch.zeros_like(counts))
-    weights[0] = 1.0
-    return weights
-
-
-def part_losses(cross: Tensor, self_attn: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(class-weighted CE of the cross logits, MSE and FFT loss of the WAS map to one-hot labels).
-
-    cross `(B, P, K+1)` raw logits, self_attn `(B, P, P)`, labels `(B, P)` long with P a square number.
-    The caller scales the MSE by K+1 (the authors' `num_parts` counts background, src/training.py:145).
-    """
-    classes = cross.shape[-1]
-    weights = class_weights(labels, classes).to(cross.device, cross.dtype)
-    ce = F.cross_entropy(cross.reshape(-1, classes), labels.reshape(-1), weight=weights)
-    target = F.one_hot(labels, classes).to(cross.dtype)
-    was = was_map(cross, self_attn)
-    mse = F.mse_loss(was, target)
-    side = int(round(was.shape[1] ** 0.5))
-    maps = was.reshape(-1, side, side, classes).permute(0, 3, 1, 2)
-    truth = target.reshape(-1, side, side, classes).permute(0, 3, 1, 2)
-    freq = sum(frequency_loss(m, g) for m, g in zip(maps, truth))
-    return ce, mse, freq
-
-
-def frequency_loss(pred: Tensor, target: Tensor, cutoff: int = FREQ_CUTOFF) -> Tensor:
-    """The authors' FFT loss (src/frequency_filter.py:10-65): amplitude and phase MSE of the spectra.
-
-    pred, target `(C, H, W)`. Per class c, with S = fftshift(fft2(x_c)) and S_hi = S with the central
-    `[H/2 - cutoff, H/2 + cutoff)` x `[W/2 - cutoff, W/2 + cutoff)` block set to 0:
-
-        L = sum_c  mse(|S_p|, |S_t|) + mse(arg S_p, arg S_t) + 10·(mse(|S_hi_p|, |S_hi_t|) + mse(arg ..., arg ...))
-
-    Their "low-pass" mask is all ones (it sets a block of a ones-mask to 1), so the first pair is the
-    full spectrum. The zeroed coefficients count as 0 in every mean (amplitude and phase). Their complex
-    multiply by the 0 mask leaves signed zeros whose angle can read π; that adds a constant with no
-    gradient to their loss value, which we leave out: the gradients are the same.
-    """
-    spec_p = torch.fft.fftshift(torch.fft.fft2(pred), dim=(-2, -1))
-    spec_t = torch.fft.fftshift(torch.fft.fft2(target), dim=(-2, -1))
-    h, w = pred.shape[-2:]
-    high = torch.ones((h, w), dtype=torch.bool, device=pred.device)
-    high[max(h // 2 - cutoff, 0) : h // 2 + cutoff, max(w // 2 - cutoff, 0) : w // 2 + cutoff] = False
-
-    def pair(a: Tensor, b: Tensor, keep: Tensor | None = None) -> Tensor:
-        amp_a, amp_b, ph_a, ph_b = a.abs(), b.abs(), torch.angle(a), torch.angle(b)
-        if keep is not None:
-            amp_a, amp_b, ph_a, ph_b = (x * keep for x in (amp_a, amp_b, ph_a, ph_b))
-        per_class = ((amp_a - amp_b) ** 2).mean((-2, -1)) + ((ph_a - ph_b) ** 2).mean((-2, -1))
-        return per_class.sum()
-
-    return pair(spec_p, spec_t) + FREQ_HIGH_WEIGHT * pair(spec_p, spec_t, high)
-
+# -- learning helpers ----------------------------------------------------------------------------
 
 def initial_context(backbone: Backbone, parts: Sequence[str]) -> tuple[Tensor, Tensor, list[int]]:
     """The text conditioning learning starts from: (encoded prompt `(1, 77, D)`, vectors `(K, D)`, positions).
@@ -258,10 +196,7 @@ class PartLearner:
             with torch.set_grad_enabled(kv_phase and torch.is_grad_enabled()):
                 eps_u = bb.unet(noisy, t, encoder_hidden_states=uncond).sample
             eps = eps_u + s.sd_guidance * (eps - eps_u)
-        loss = s.ce_weight * ce + s.was_weight * classes * mse + s.sd_weight * F.mse_loss(eps, noise)
-        if epoch >= s.freq_start_epoch and s.freq_weight:  # src/training.py:154: from epoch 6 (epoch > 5)
-            loss = loss + s.freq_weight * freq
-        return loss
+        return learning_loss(ce, mse, freq, eps, noise, classes, epoch, s)
 
     def __call__(self, examples: Sequence[Example], parts: Sequence[str], *, val: Sequence[Example] = (),
                  progress: ProgressFn | None = None, cancel: threading.Event | None = None):
