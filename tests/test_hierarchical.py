@@ -190,11 +190,12 @@ def test_main_pass_runs_on_each_frames_crop_and_is_pasted_back(monkeypatch):
     """The coarse pass is reference-only on 18-frame windows (inference.py:84, hierarchical l.66); the
     main pass gets each frame's crop (l.163); its maps are pasted in the box, background outside (l.116-117)."""
     import smite.backends.diffusion as diffusion
+    import smite.method.pipeline as pipeline
     from smite.config import Settings
     from smite.frames import FrameSource
     from smite.model.parts import PartModel
 
-    monkeypatch.setattr(diffusion, "WindowSegmenter", _FakeSegmenter)
+    monkeypatch.setattr(pipeline, "WindowSegmenter", _FakeSegmenter)
     _FakeSegmenter.calls = []
     backbone = types.SimpleNamespace(unet=torch.nn.Linear(1, 1), hash="fake")
     parts = PartModel(parts=("a", "b"), context=torch.zeros(3, 4), backbone_hash="fake", settings={}, kv_deltas={})
@@ -233,6 +234,7 @@ def test_high_aspect_plate_gets_a_square_crop_coarse_pass(monkeypatch, tmp_path)
     import cv2
 
     import smite.backends.diffusion as diffusion
+    import smite.method.pipeline as pipeline
     from smite.config import Settings
     from smite.frames import FrameSource
     from smite.method.segment import WindowResult
@@ -253,7 +255,7 @@ def test_high_aspect_plate_gets_a_square_crop_coarse_pass(monkeypatch, tmp_path)
                 return WindowResult(probs=s.softmax(1), maps=s.flatten(2).transpose(1, 2))
             return super().__call__(frames, seed, carried)
 
-    monkeypatch.setattr(diffusion, "WindowSegmenter", Fake)
+    monkeypatch.setattr(pipeline, "WindowSegmenter", Fake)
     backbone = types.SimpleNamespace(unet=torch.nn.Linear(1, 1), hash="fake")
     parts = PartModel(parts=("a", "b"), context=torch.zeros(3, 4), backbone_hash="fake", settings={}, kv_deltas={})
     source = FrameSource(str(tmp_path / "w.####.png"), [0, 1, 2], "sRGB - Texture")
@@ -277,11 +279,12 @@ def test_tiles_each_run_the_main_pass_with_their_own_carry(monkeypatch):
     (210x315 of the 240x360 plate) and carries its own maps into the next window (slicing.py:49-56
     runs every crop through its own windows)."""
     import smite.backends.diffusion as diffusion
+    import smite.method.pipeline as pipeline
     from smite.config import Settings
     from smite.frames import FrameSource
     from smite.model.parts import PartModel
 
-    monkeypatch.setattr(diffusion, "WindowSegmenter", _FakeSegmenter)
+    monkeypatch.setattr(pipeline, "WindowSegmenter", _FakeSegmenter)
     _FakeSegmenter.calls = []
     backbone = types.SimpleNamespace(unet=torch.nn.Linear(1, 1), hash="fake")
     parts = PartModel(parts=("a", "b"), context=torch.zeros(3, 4), backbone_hash="fake", settings={}, kv_deltas={})
