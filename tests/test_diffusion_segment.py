@@ -13,9 +13,9 @@ pytest.importorskip("diffusers")
 
 from smite.backends.diffusion import DiffusionBackend  # noqa: E402
 from smite.config import Settings, load_shot  # noqa: E402
+from smite.engine import learn_parts  # noqa: E402
 from smite.frames import FrameSource  # noqa: E402
 from smite.io.image import read_label_map  # noqa: E402
-from smite.method.learn import learn_parts  # noqa: E402
 from smite.method.segment import (  # noqa: E402
     ADAM_BETAS, WindowSegmenter, adam_update, ddim_move, plan_windows, reference_timestep, voted_labels, window_seed,
 )
@@ -51,7 +51,7 @@ def shot_and_model(tmp_path_factory):
     (root / "shot.json").write_text(json.dumps(manifest))
     shot = load_shot(str(root / "shot.json"))
     backbone = load_backbone(tiny)
-    result = learn_parts(shot, str(root / "parts.smite"), FAST, backbone=backbone)
+    result = learn_parts(shot, str(root / "parts.smite"), Settings(diffusion=FAST), backbone=backbone)
     return shot, backbone, result.path
 
 
