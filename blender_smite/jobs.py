@@ -7,7 +7,6 @@ that is tested. The server process is shared by all jobs of a Blender session (`
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from typing import Any, Dict, List, Optional
@@ -149,15 +148,13 @@ class Job:
                                                         fmap, cache)
         refs = compositor.render_references(mask, layers, self.parts, keyframes, fmap, plate["size"], cache)
         shot = shotplan.build_manifest(plate["pattern"], plate["files"], self.parts, refs, plate["colorspace"],
-                                       name=f"{scene.name} / {mask.name}")
-        os.makedirs(cache, exist_ok=True)
-        with open(os.path.join(cache, "shot.json"), "w", encoding="utf-8") as handle:
-            json.dump(shot, handle, indent=1)  # the same shot can go to the farm
-        digits = max(4, len(str(max(plate["files"]))))
-        self.pattern = shotplan.matte_pattern(cache, digits)
+                                       base_dir=cache, name=f"{scene.name} / {mask.name}")
+        shotcache = corelink.hostapi("shotcache")
+        shot_cache = shotcache.ShotCache(cache)
+        self.shot_path = shotcache.write_manifest(shot_cache, shot)  # the same shot can go to the farm
+        self.pattern = shot_cache.mattes(shotplan.matte_token(plate["files"]))
         self.fmap, self.files, self.cache = fmap, plate["files"], cache
         self.key = f"{scene.name}/{mask.name}"  # which SMITE Matte group this shot feeds
-        self.shot_path = os.path.join(cache, "shot.json")
         field = bpy.path.abspath(props.part_model) if props.part_model else ""
         self.part_model = shotplan.part_model_path(field, cache)
         self.sd_model = bpy.path.abspath(props.sd_model) if props.sd_model else ""

@@ -20,9 +20,12 @@ import nuke
 from . import farm, hostconfig, render_refs
 from .keyframes import check_in_range, format_keyframes, parse_keyframes
 from .manifest import (
-    CachePaths, build_manifest, channel_name, check_part_names, default_cache_dir, job_settings, layer_name,
-    plate_colorspace, plate_pattern, segment_part_model, write_json_atomic,
+    channel_name, check_part_names, default_cache_dir, job_settings, layer_name, plate_colorspace, plate_pattern,
+    segment_part_model,
 )
+from smite.hostapi import shotcache  # noqa: E402  (importable once .farm put the core on sys.path)
+
+MATTE_TOKEN = "####"  # the frame token of the matte pattern the inner Read shows
 
 NODE_NAME = "SMITE_Matte"
 MARKER_KNOB = "smite_matte"
@@ -168,15 +171,16 @@ def gather(group: Any) -> Dict[str, Any]:
     core = hostconfig.resolve_core(_file_knob(group, "smite_core"))
     if not core:
         raise ValueError("core source folder not found: set 'core source' to <smite repo>/core")
-    paths = CachePaths(cache)
+    paths = shotcache.ShotCache(cache)
     views = nuke.views()
     return {
         "read": read, "roto": roto, "plate": plate, "first": first, "last": last, "offset": offset,
         "colorspace": colorspace, "parts": parts, "keyframes": frames, "paths": paths, "python": python,
+        "mattes": paths.mattes(MATTE_TOKEN),
         "core": core, "view": views[0] if views else None,
         "backend": str(group["backend"].value()) or BACKENDS[0],
-        "model": _file_knob(group, "model_file") or paths.model,
-        "segment_model": segment_part_model(_file_knob(group, "model_file"), paths.model),
+        "model": _file_knob(group, "model_file") or paths.part_model,
+        "segment_model": segment_part_model(_file_knob(group, "model_file"), paths.part_model),
         "sd_model": _file_knob(group, "sd_model"),
     }
 
@@ -201,10 +205,10 @@ def prepare_shot(group: Any, plan: Dict[str, Any]) -> str:
                                               frame_offset=plan["offset"], view=plan["view"])
     finally:
         del task
-    paths: CachePaths = plan["paths"]
-    manifest = build_manifest(plan["plate"], plan["first"], plan["last"], plan["colorspace"], plan["parts"],
-                              masks, base_dir=paths.root, name=group.name())
-    return write_json_atomic(paths.manifest, manifest)
+    paths: shotcache.ShotCache = plan["paths"]
+    manifest = shotcache.shot_manifest(plan["plate"], range(plan["first"], plan["last"] + 1), plan["colorspace"],
+                                       plan["parts"], masks, base_dir=paths.root, name=group.name())
+    return shotcache.write_manifest(paths, manifest)
 
 
 # --- buttons -------------------------------------------------------------------------------
@@ -231,7 +235,7 @@ def job_params(plan: Dict[str, Any], method: str, shot: str) -> Dict[str, Any]:
     """The server request for ``method``: Segment writes the mattes, Learn writes the part model."""
     if method == SEGMENT:
         settings = job_settings(SEGMENT, plan["backend"], plan["segment_model"], plan["sd_model"])
-        return {"shot": shot, "out": plan["paths"].mattes, "settings": settings}
+        return {"shot": shot, "out": plan["mattes"], "settings": settings}
     return {"shot": shot, "out": plan["model"], "settings": job_settings(LEARN, plan["backend"], "", plan["sd_model"])}
 
 
@@ -260,6 +264,12 @@ def _prepare(group: Any) -> Optional[Tuple[Dict[str, Any], str]]:
         return None
 
 
+def _legacy_note(plan: Dict[str, Any]) -> str:
+    """A status-line note when the shot cache still holds an older layout's folders (never read)."""
+    old = shotcache.legacy_folders(plan["paths"].root)
+    return f" (not used, delete: {', '.join(old)})" if old else ""
+
+
 def start_job(group: Any, method: str) -> Optional[Any]:
     """Prepare the shot on the main thread, then follow the server job on a background thread.
 
@@ -279,14 +289,14 @@ def start_job(group: Any, method: str) -> Optional[Any]:
         set_status(group, f"error: {exc}")
         return None
     params = job_params(plan, method, shot)
-    result_info = {"parts": plan["parts"], "mattes": plan["paths"].mattes, "first": plan["first"],
+    result_info = {"parts": plan["parts"], "mattes": plan["mattes"], "first": plan["first"],
                    "last": plan["last"], "offset": plan["offset"], "model": plan["model"]}
     python = plan["python"]
     runner = jobs.JobRunner(lambda: _clients().get(python), method, params,
                             on_finish=lambda outcome: to_main_thread(_finish, group, method, result_info, outcome))
     with _session_lock:
         _session["runners"][name] = runner
-    set_status(group, f"{method}: starting")
+    set_status(group, f"{method}: starting{_legacy_note(plan)}")
     runner.thread = threading.Thread(target=_follow, args=(group, method, runner), name=f"smite-{method}", daemon=True)
     runner.thread.start()
     return runner
@@ -308,7 +318,7 @@ def on_send_to_farm(group: Any) -> Optional[threading.Thread]:
     plan, shot = prepared
     backend = plan["backend"]
     try:
-        commands = farm.farm_commands(plan["python"], shot, plan["paths"].mattes, plan["paths"].root,
+        commands = farm.farm_commands(plan["python"], shot, plan["mattes"], plan["paths"].root,
                                       int(group["farm_chunk"].value()), backend, plan["model"], plan["sd_model"])
     except (farm.FarmError, ValueError, TypeError) as exc:
         set_status(group, f"error: {exc}")
@@ -321,7 +331,7 @@ def on_send_to_farm(group: Any) -> Optional[threading.Thread]:
             text = f"farm failed: {exc}"
         to_main_thread(_status_on, group, text)
 
-    set_status(group, "farm: writing job files")
+    set_status(group, f"farm: writing job files{_legacy_note(plan)}")
     thread = threading.Thread(target=work, name="smite-farm", daemon=True)
     with _session_lock:
         _session["farm"][name] = thread

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import nuke
 
 from .keyframes import merge_key_times
-from .manifest import CachePaths
+from .manifest import shotcache
 
 ROTO_CLASSES = ("Roto", "RotoPaint")
 PASS_THROUGH = ("Dot",)  # nodes that may sit between a source and the group's input: they change nothing
@@ -155,10 +155,10 @@ def part_roto(roto: Any, keep: int, bg: Any) -> Any:
     return temp
 
 
-def render_references(group: Any, roto: Any, frames: Sequence[int], paths: CachePaths,
+def render_references(group: Any, roto: Any, frames: Sequence[int], paths: shotcache.ShotCache,
                       progress: Optional[Callable[[int, str], bool]] = None, frame_offset: int = 0,
                       view: Optional[str] = None) -> Dict[int, Dict[str, str]]:
-    """Write ``refs/<part>.<file frame>.exr`` for every part at every timeline frame; ``{file frame: {part: path}}``.
+    """Render every part at every timeline frame into the shot cache's references; ``{file frame: {part: path}}``.
 
     ``frame_offset`` is the plate Read's timeline-minus-file frame offset: Roto keys and
     ``nuke.execute`` count timeline frames, the core counts plate file frames. ``view``: the one
@@ -166,7 +166,7 @@ def render_references(group: Any, roto: Any, frames: Sequence[int], paths: Cache
     thread. ``progress(percent, message)`` returning False stops early (artist cancel).
     """
     layers = part_layers(roto)
-    os.makedirs(paths.refs_dir, exist_ok=True)
+    os.makedirs(paths.references, exist_ok=True)
     plate_in = group.node("plate")
     fmt = plate_in.format()
     masks: Dict[int, Dict[str, str]] = {int(f) - frame_offset: {} for f in frames}
@@ -206,7 +206,7 @@ def render_references(group: Any, roto: Any, frames: Sequence[int], paths: Cache
                 if progress is not None and progress(int(100 * done / total), f"roto {part} @ {frame}") is False:
                     raise RenderCancelled("cancelled while rendering roto references")
                 plate_frame = int(frame) - frame_offset
-                target = paths.ref_file(part, plate_frame)
+                target = paths.reference(part, plate_frame)
                 write["file"].setValue(target.replace(os.sep, "/"))  # named by plate frame, not timeline frame
                 if views is None:
                     nuke.execute(write, int(frame), int(frame), 1)

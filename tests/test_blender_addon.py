@@ -83,8 +83,11 @@ def test_build_manifest_checks_in_artist_terms():
         shotplan.build_manifest("/p/%05d.jpg", [1, 2], ["chair"], refs, "sRGB - Texture")
     with pytest.raises(shotplan.PlanError, match="part 'arm' is empty"):
         shotplan.build_manifest("/p/%05d.jpg", range(20), ["chair", "arm"], refs, "sRGB - Texture")
-    with pytest.raises(shotplan.PlanError, match="no layers"):
+    with pytest.raises(shotplan.PlanError, match="no parts: each mask layer is one part"):
         shotplan.build_manifest("/p/%05d.jpg", range(20), [], refs, "sRGB - Texture")
+    # masks in the cache are written relative to it (shot.json sits there; the server gets base_dir)
+    shot = shotplan.build_manifest("/p/%05d.jpg", range(20), ["chair"], refs, "sRGB - Texture", base_dir="/c")
+    assert shot["references"] == [{"frame": 0, "masks": {"chair": "r/chair.00000.exr"}}]
 
 
 def test_manifest_is_accepted_by_the_core(tmp_path):
@@ -107,7 +110,7 @@ def test_misc_helpers(tmp_path):
     want = tmp_path / "shots" / "smite_cache" / "Scene_1_Roto_x"
     assert shotplan.cache_folder(blend, "Scene 1", "Roto/x") == str(want)
     assert shotplan.cache_folder("", "S", "M", temp=str(tmp_path)) == str(tmp_path / "smite_cache" / "S_M")
-    assert shotplan.matte_pattern("/c", 5) == os.path.join("/c", "mattes", "mattes.%05d.exr")
+    assert shotplan.matte_token([3, 99999]) == "%05d" and shotplan.matte_token([0, 5]) == "%04d"
 
 
 def test_job_settings_and_part_model(tmp_path):

@@ -162,7 +162,7 @@ def _knob_scripts(node):
 def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_path):
     """Defect 2: each reference holds its part's shapes only, a sub-layer's shapes included."""
     from nuke_smite import render_refs
-    from nuke_smite.manifest import CachePaths
+    from smite.hostapi.shotcache import ShotCache
 
     read, roto, layers = scene(fake)
     layers[1].children.append(RotoLayer("sub", [RotoShape("Bezier3", [5.0])]))
@@ -170,14 +170,14 @@ def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_pat
     group = node.create_node()
     seen = []
     fake.renderer = _alpha_recorder(fake, seen)
-    paths = CachePaths(str(tmp_path))
+    paths = ShotCache(str(tmp_path))
     masks = render_refs.render_references(group, roto, [0, 5], paths)
-    ref = lambda part, f: paths.ref_file(part, f).replace(os.sep, "/")  # noqa: E731
+    ref = lambda part, f: paths.reference(part, f).replace(os.sep, "/")  # noqa: E731
     assert [s[:3] for s in seen] == [(ref("left", 0), 0, ["Bezier1"]), (ref("left", 5), 5, ["Bezier1"]),
                                      (ref("right", 0), 0, ["Bezier2", "Bezier3"]),
                                      (ref("right", 5), 5, ["Bezier2", "Bezier3"])]
-    assert masks == {0: {"left": paths.ref_file("left", 0), "right": paths.ref_file("right", 0)},
-                     5: {"left": paths.ref_file("left", 5), "right": paths.ref_file("right", 5)}}
+    assert masks == {0: {"left": paths.reference("left", 0), "right": paths.reference("right", 0)},
+                     5: {"left": paths.reference("left", 5), "right": paths.reference("right", 5)}}
     assert [n.Class() for n in group.nodes()] == GROUP_NODES  # temp nodes gone
     assert not fake.group_stack
 
@@ -185,13 +185,13 @@ def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_pat
 def test_render_references_leave_the_artists_roto_byte_identical(fake, node, tmp_path):
     """Defect 2: no visibility keys (saved with the script, undo steps) on the artist's Roto."""
     from nuke_smite import render_refs
-    from nuke_smite.manifest import CachePaths
+    from smite.hostapi.shotcache import ShotCache
 
     read, roto, layers = scene(fake)
     before = _knob_scripts(roto)
     group = node.create_node()
     fake.renderer = _alpha_recorder(fake, [])
-    render_refs.render_references(group, roto, [0, 5], CachePaths(str(tmp_path)))
+    render_refs.render_references(group, roto, [0, 5], ShotCache(str(tmp_path)))
     assert _knob_scripts(roto) == before
     assert all(not layer.vis_calls for layer in layers)
 
@@ -212,7 +212,7 @@ def test_references_ignore_the_roto_bg_and_read_its_output_channel(fake, node, t
     """Defect 5: the Roto draws over its bg (a plate with alpha would whiten every reference) into
     its `output` channels (not always rgba.alpha)."""
     from nuke_smite import render_refs
-    from nuke_smite.manifest import CachePaths
+    from smite.hostapi.shotcache import ShotCache
 
     read, roto, layers = scene(fake)
     read.has_alpha = True
@@ -221,14 +221,14 @@ def test_references_ignore_the_roto_bg_and_read_its_output_channel(fake, node, t
     group = node.create_node()
     seen = []
     fake.renderer = _alpha_recorder(fake, seen)
-    render_refs.render_references(group, roto, [0], CachePaths(str(tmp_path)))
+    render_refs.render_references(group, roto, [0], ShotCache(str(tmp_path)))
     assert [s[2] for s in seen] == [["Bezier1"], ["Bezier2"]]
 
 
 def test_references_are_cropped_to_the_plate_format(fake, node, tmp_path):
     """Defect 4: a shape crossing the frame edge must not grow the reference past the format."""
     from nuke_smite import render_refs
-    from nuke_smite.manifest import CachePaths
+    from smite.hostapi.shotcache import ShotCache
 
     read, roto, layers = scene(fake)
     read.format_size = (80, 60)
@@ -237,7 +237,7 @@ def test_references_are_cropped_to_the_plate_format(fake, node, tmp_path):
     group = node.create_node()
     seen = []
     fake.renderer = _alpha_recorder(fake, seen)
-    render_refs.render_references(group, roto, [0], CachePaths(str(tmp_path)))
+    render_refs.render_references(group, roto, [0], ShotCache(str(tmp_path)))
     assert [s[3] for s in seen] == [(0, 0, 80, 60)] * 2  # the format, not (-12, -5, 95, 60)
 
 
@@ -245,7 +245,7 @@ def test_paint_strokes_key_at_their_lifetime(fake, node, tmp_path):
     """Defect 6: a stroke's points carry no keys; its lifetime places it in time."""
     from fake_nuke import LIFETIME_ALL, LIFETIME_RANGE, LIFETIME_SINGLE, RotoStroke
     from nuke_smite import render_refs
-    from nuke_smite.manifest import CachePaths
+    from smite.hostapi.shotcache import ShotCache
 
     read, roto, layers = scene(fake, 0, 9)
     layers[0].children.append(RotoStroke("Brush1", lifetime=(LIFETIME_SINGLE, 3, 3)))
@@ -256,7 +256,7 @@ def test_paint_strokes_key_at_their_lifetime(fake, node, tmp_path):
     group = node.create_node()
     seen = []
     fake.renderer = _alpha_recorder(fake, seen)
-    render_refs.render_references(group, roto, [3, 7], CachePaths(str(tmp_path)))
+    render_refs.render_references(group, roto, [3, 7], ShotCache(str(tmp_path)))
     assert [s[2] for s in seen] == [["Bezier1", "Brush1"], ["Bezier1"], ["Bezier2", "Brush3"], ["Bezier2", "Brush2", "Brush3"]]
     layers[0].children.append(RotoStroke("Brush4", lifetime=(1, 0, 3)))  # "start to frame"
     with pytest.raises(ValueError, match="paint stroke 'Brush4': set its lifetime"):
@@ -265,7 +265,7 @@ def test_paint_strokes_key_at_their_lifetime(fake, node, tmp_path):
 
 def test_render_failure_still_deletes_the_temporary_nodes(fake, node, tmp_path):
     from nuke_smite import render_refs
-    from nuke_smite.manifest import CachePaths
+    from smite.hostapi.shotcache import ShotCache
 
     read, roto, layers = scene(fake)
     before = _knob_scripts(roto)
@@ -276,7 +276,7 @@ def test_render_failure_still_deletes_the_temporary_nodes(fake, node, tmp_path):
 
     fake.renderer = renderer
     with pytest.raises(RuntimeError):
-        render_refs.render_references(group, roto, [0], CachePaths(str(tmp_path)))
+        render_refs.render_references(group, roto, [0], ShotCache(str(tmp_path)))
     assert [n.Class() for n in group.nodes()] == GROUP_NODES
     assert _knob_scripts(roto) == before and not fake.group_stack
 
@@ -302,7 +302,7 @@ def test_start_at_read_maps_timeline_keys_to_plate_frames(fake, node, tmp_path):
     plan, shot = _prepared(fake, node, group, tmp_path)
     assert plan["offset"] == 1001 and shot["frames"] == "0-5"
     assert [r["frame"] for r in shot["references"]] == [0, 5]
-    assert shot["references"][1]["masks"]["right"] == "refs/right.0005.exr"
+    assert shot["references"][1]["masks"]["right"] == "references/right.0005.exr"
     executed = [(c[2], os.path.basename(c[3])) for c in fake.calls if c[0] == "execute"]
     assert executed == [(1001, "left.0000.exr"), (1006, "left.0005.exr"),
                         (1001, "right.0000.exr"), (1006, "right.0005.exr")]
@@ -463,6 +463,25 @@ def test_segment_and_learn_send_backend_and_part_model_as_nested_settings(fake, 
     assert sent[5][1]["settings"] == {"backend": "propagate"}
 
 
+def test_a_cache_of_the_old_layout_is_not_read_and_named_on_the_status_line(fake, node, tmp_path, monkeypatch):
+    """Caches made before the shared layout kept references in refs/: the new shot never points there."""
+    scene(fake)
+    sent = _captured_jobs(node, monkeypatch)
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "left.0000.exr").write_bytes(b"old reference")
+    old_shot = {"references": [{"frame": 0, "masks": {"left": "refs/left.0000.exr"}}]}
+    (tmp_path / "shot.json").write_text(json.dumps(old_shot))
+    group = node.create_node()
+    group["smite_python"].setValue(sys.executable)
+    group["cache_dir"].setValue(str(tmp_path))
+    assert node.on_segment(group) is not None
+    shot = json.loads((tmp_path / "shot.json").read_text())
+    masks = [path for ref in shot["references"] for path in ref["masks"].values()]
+    assert masks and all(path.startswith("references/") for path in masks), masks
+    assert sent[0][1]["shot"] == str(tmp_path / "shot.json")
+    assert group["status"].value() == f"segment: starting (not used, delete: {tmp_path / 'refs'})"
+
+
 # --- send to farm -------------------------------------------------------------------------
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(CHAIR, "frames")), reason="bundled chair sample missing")
@@ -484,7 +503,7 @@ def test_send_to_farm_writes_a_valid_openjd_template_and_deadline_files(fake, no
 
     status = group["status"].value()
     assert status.startswith(f"farm files in {cache / 'farm'}: job.yaml, deadline/"), status
-    assert sorted(os.listdir(cache / "refs")) == [f"{p}.{f:04d}.exr" for p in ("left", "right") for f in (0, 5)]
+    assert sorted(os.listdir(cache / "references")) == [f"{p}.{f:04d}.exr" for p in ("left", "right") for f in (0, 5)]
     shot = json.loads((cache / "shot.json").read_text())  # prepared exactly as Segment does
     assert shot["frames"] == "0-20" and shot["parts"] == ["left", "right"]
 
@@ -656,8 +675,8 @@ def test_segment_end_to_end_through_a_real_server(fake, node, tmp_path):
     shot = json.loads((cache / "shot.json").read_text())
     assert shot["frames"] == "0-5" and shot["parts"] == ["left", "right"]
     assert shot["references"] == [
-        {"frame": 0, "masks": {"left": "refs/left.0000.exr", "right": "refs/right.0000.exr"}},
-        {"frame": 5, "masks": {"left": "refs/left.0005.exr", "right": "refs/right.0005.exr"}}]
+        {"frame": 0, "masks": {"left": "references/left.0000.exr", "right": "references/right.0000.exr"}},
+        {"frame": 5, "masks": {"left": "references/left.0005.exr", "right": "references/right.0005.exr"}}]
 
     inner = group.node("smite_mattes")
     assert inner["file"].value() == str(cache / "mattes" / "mattes.####.exr").replace(os.sep, "/")

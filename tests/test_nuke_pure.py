@@ -55,7 +55,7 @@ def test_part_names_follow_the_core_rule():
         manifest.check_part_names(["left arm"])
     with pytest.raises(ValueError, match="two Roto layers"):
         manifest.check_part_names(["a", "a"])
-    with pytest.raises(ValueError, match="no top-level layers"):
+    with pytest.raises(ValueError, match="no parts: each Roto layer is one part"):
         manifest.check_part_names([])
 
 
@@ -92,40 +92,12 @@ def test_layer_and_channel_names():
     assert manifest.channel_name("seat") == "smite_seat.alpha"
 
 
-def test_cache_paths_and_default_cache_dir(tmp_path):
-    paths = manifest.CachePaths(str(tmp_path))
-    assert paths.ref_pattern("seat") == os.path.join(str(tmp_path), "refs", "seat.####.exr")
-    assert paths.ref_file("seat", 7) == os.path.join(str(tmp_path), "refs", "seat.0007.exr")
-    assert paths.mattes.endswith(os.path.join("mattes", "mattes.####.exr"))
+def test_default_cache_dir_is_beside_the_script_or_in_temp(tmp_path):
     script = os.path.join(str(tmp_path), "shots", "sh010_comp_v003.nk")
     assert manifest.default_cache_dir(script, "SMITE Matte1") == os.path.join(
         str(tmp_path), "shots", "smite_cache", "sh010_comp_v003_SMITE_Matte1")
     assert manifest.default_cache_dir("", "SMITE_Matte1", temp_dir="/t") == os.path.join("/t", "smite_cache",
                                                                                           "SMITE_Matte1")
-
-
-def test_build_manifest_is_read_by_the_core(tmp_path):
-    from smite.config import ShotSpec
-
-    paths = manifest.CachePaths(str(tmp_path))
-    masks = {12: {"b": paths.ref_file("b", 12)}, 10: {"a": paths.ref_file("a", 10), "b": paths.ref_file("b", 10)}}
-    data = manifest.build_manifest("/plates/p.%04d.exr", 10, 20, "Raw", ["a", "b"], masks, str(tmp_path), "sh010")
-    assert data["frames"] == "10-20" and data["parts"] == ["a", "b"] and data["name"] == "sh010"
-    assert [r["frame"] for r in data["references"]] == [10, 12]
-    assert data["references"][0]["masks"] == {"a": "refs/a.0010.exr", "b": "refs/b.0010.exr"}
-    manifest.write_json_atomic(paths.manifest, data)
-    with open(paths.manifest, encoding="utf-8") as handle:
-        spec = ShotSpec.from_dict(json.load(handle), str(tmp_path))
-    assert spec.references[1].masks["b"] == paths.ref_file("b", 12)
-    assert spec.frames == tuple(range(10, 21)) and spec.colorspace == "Raw"
-    assert [n for n in os.listdir(str(tmp_path)) if n.startswith(".smite-")] == []
-
-
-@pytest.mark.parametrize("masks, word", [({30: {"a": "/x"}}, "outside"), ({10: {"z": "/x"}}, "unknown part"),
-                                         ({10: {}}, "no part masks"), ({}, "no keyframe")])
-def test_build_manifest_refuses_bad_references(masks, word):
-    with pytest.raises(ValueError, match=word):
-        manifest.build_manifest("/p.%04d.exr", 10, 20, "Raw", ["a"], masks, "/c")
 
 
 # --- hostconfig ---------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def main(out_dir, zip_path=""):
     info = {
         "status": first_status,
         "bbox": bbox,
-        "reference": os.path.join(props.cache_dir, "references", "chair.00000.exr"),
+        "reference": os.path.join(props.cache_dir, "references", "chair.0000.exr"),
         "matte_pattern": os.path.join(props.cache_dir, "mattes", "mattes.%04d.exr"),
         "renders": {str(frame): path for frame, path in renders.items()},
         "plate_file_of_frame": {str(f): f - 1 for f in RENDER_AT},

@@ -9,5 +9,6 @@ The core imports from here (part names, error codes); nothing here imports the c
 - `protocol`: line-delimited JSON-RPC framing and message shapes; `client`: ``smite serve`` client.
 - `names`: the part-name rule and matte channel names.
 - `frames`: artist frame lists; `jobsettings`: a job's ``settings``; `farmcmd`: farm job files.
+- `shotcache`: the shot cache layout and the shot manifest; `atomic`: files written whole.
 - `locate`: the environment of a core subprocess.
 """
