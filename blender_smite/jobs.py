@@ -43,6 +43,18 @@ class Session:
         cls.client = None
 
 
+def backend_names(context: Any) -> List[str]:
+    """The backends to offer: the running server's, else the located core's fallback list, else none."""
+    if Session.client is not None and Session.client.alive:
+        return corelink.hostapi("jobsettings").backends(Session.client.server_info)
+    prefs = preferences(context) if context is not None else None
+    core, _ = corelink.locate(getattr(prefs, "core_path", ""), getattr(prefs, "python_path", ""))
+    try:
+        return list(corelink.load_hostapi_module(core, "jobsettings").BACKENDS)
+    except ImportError:  # no core yet: the panel says so; nothing can run anyway
+        return []
+
+
 def preferences(context: "bpy.types.Context") -> Any:
     addon = context.preferences.addons.get(__package__)
     return addon.preferences if addon is not None else None
@@ -186,8 +198,9 @@ class Job:
         """Poll once; update the panel; on success build the results. Returns the job state."""
         snap = self.client.poll(self.job)
         self.state = snap["state"]
-        frac = shotplan.progress_fraction(snap.get("progress"))
-        self._show(frac, shotplan.progress_text(self.state, snap.get("progress")))
+        shown = corelink.hostapi("progress").describe(snap.get("progress"), self.state)
+        frac = shown.fraction
+        self._show(frac, shown.text)
         if self.state == "done":
             self.finish(snap.get("result"))
         elif self.state in ("failed", "cancelled"):

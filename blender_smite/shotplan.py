@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Sequence, Tuple
 
 from . import corelink
 
@@ -149,27 +149,6 @@ def build_manifest(plate: str, frames: Sequence[int], parts: Sequence[str],
                                                            base_dir=base_dir, name=name, what="mask layer")
     except ValueError as exc:
         raise PlanError(str(exc)) from None
-
-
-def progress_fraction(progress: Optional[Mapping[str, object]]) -> float:
-    """0..1 from a ``progress`` notification ``{done, total}`` (0 before the first one)."""
-    if not progress:
-        return 0.0
-    try:
-        done, total = float(progress.get("done", 0)), float(progress.get("total", 0))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 0.0
-    return max(0.0, min(1.0, done / total)) if total > 0 else 0.0
-
-
-def progress_text(state: str, progress: Optional[Mapping[str, object]]) -> str:
-    """The panel's status line: ``segment 12/60 (20%)`` style."""
-    if not progress:
-        return state
-    stage = str(progress.get("stage") or state)
-    done, total = progress.get("done"), progress.get("total")
-    pct = int(round(100 * progress_fraction(progress)))
-    return f"{stage} {done}/{total} ({pct}%)" if total else stage
 
 
 def matte_image_user(fmap: FrameMap, first: int, last: int) -> Tuple[int, int, int]:

@@ -23,13 +23,13 @@ from .manifest import (
     channel_name, check_part_names, default_cache_dir, job_settings, layer_name, plate_colorspace, plate_pattern,
     segment_part_model,
 )
-from smite.hostapi import shotcache  # noqa: E402  (importable once .farm put the core on sys.path)
+# importable once .farm put the core on sys.path
+from smite.hostapi import jobsettings, progress, shotcache  # noqa: E402
 
 MATTE_TOKEN = "####"  # the frame token of the matte pattern the inner Read shows
 
 NODE_NAME = "SMITE_Matte"
 MARKER_KNOB = "smite_matte"
-BACKENDS = ("propagate", "diffusion")
 READ_NAME = "smite_mattes"
 COPY_PREFIX = "smite_copy_"
 SEGMENT, LEARN = "segment", "learn"
@@ -91,7 +91,7 @@ def _add_knobs(group: Any) -> None:
         nuke.File_Knob("sd_model", "SD model"),
         nuke.String_Knob("keyframes", "keyframes"),
         nuke.PyScript_Knob("keys_from_roto", "from Roto", _CMD.format("on_keys_from_roto")),
-        nuke.Enumeration_Knob("backend", "backend", list(BACKENDS)),
+        nuke.Enumeration_Knob("backend", "backend", jobsettings.backends()),
         nuke.PyScript_Knob("learn", "Learn", _CMD.format("on_learn")),
         nuke.PyScript_Knob("segment", "Segment", _CMD.format("on_segment")),
         nuke.Int_Knob("farm_chunk", "farm chunk"),
@@ -178,7 +178,7 @@ def gather(group: Any) -> Dict[str, Any]:
         "colorspace": colorspace, "parts": parts, "keyframes": frames, "paths": paths, "python": python,
         "mattes": paths.mattes(MATTE_TOKEN),
         "core": core, "view": views[0] if views else None,
-        "backend": str(group["backend"].value()) or BACKENDS[0],
+        "backend": str(group["backend"].value()) or jobsettings.BACKENDS[0],
         "model": _file_knob(group, "model_file") or paths.part_model,
         "segment_model": segment_part_model(_file_knob(group, "model_file"), paths.part_model),
         "sd_model": _file_knob(group, "sd_model"),
@@ -195,13 +195,13 @@ def prepare_shot(group: Any, plan: Dict[str, Any]) -> str:
     """Render the roto references and write the shot manifest (main thread); returns its path."""
     task = nuke.ProgressTask("SMITE: rendering roto references")
 
-    def progress(percent: int, message: str) -> bool:
+    def report(percent: int, message: str) -> bool:
         task.setProgress(percent)
         task.setMessage(message)
         return not task.isCancelled()
 
     try:
-        masks = render_refs.render_references(group, plan["roto"], plan["keyframes"], plan["paths"], progress,
+        masks = render_refs.render_references(group, plan["roto"], plan["keyframes"], plan["paths"], report,
                                               frame_offset=plan["offset"], view=plan["view"])
     finally:
         del task
@@ -376,17 +376,15 @@ def _follow(group: Any, method: str, runner: Any) -> None:
     A ProgressTask has no close(): its window goes when the last reference goes, so the
     runner's hooks (a bound ``isCancelled`` holds the task) are cleared when the job ends.
     """
-    from .jobs import progress_text
-
     holder = [nuke.ProgressTask(f"SMITE {method}")]
     holder[0].setMessage("starting the SMITE server")
 
     def on_progress(params: Dict[str, Any]) -> None:
-        percent, message = progress_text(params)
+        shown = progress.describe(params, method)
         if holder:
-            holder[0].setProgress(percent)
-            holder[0].setMessage(message)
-        to_main_thread(_status_on, group, f"{method}: {message}")
+            holder[0].setProgress(shown.percent)
+            holder[0].setMessage(shown.text)
+        to_main_thread(_status_on, group, f"{method}: {shown.text}")
 
     runner.on_progress = on_progress
     runner.should_cancel = lambda: bool(holder) and holder[0].isCancelled()

@@ -103,9 +103,6 @@ def test_misc_helpers(tmp_path):
     assert shotplan.format_frames([5, 1, 2, 3, 7]) == "1-3,5,7"
     assert shotplan.core_colorspace("Linear Rec.709") == "Linear Rec.709 (sRGB)"
     assert shotplan.core_colorspace("My Log") == "My Log"
-    assert shotplan.progress_fraction({"done": 3, "total": 12}) == 0.25
-    assert shotplan.progress_fraction({"done": 3, "total": 0}) == 0.0
-    assert shotplan.progress_text("running", {"stage": "segment", "done": 3, "total": 12}) == "segment 3/12 (25%)"
     blend = str(tmp_path / "shots" / "a.blend")
     want = tmp_path / "shots" / "smite_cache" / "Scene_1_Roto_x"
     assert shotplan.cache_folder(blend, "Scene 1", "Roto/x") == str(want)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from smite.hostapi import atomic, farmcmd, jobsettings, shotcache
+from smite.hostapi import atomic, farmcmd, jobsettings, progress, shotcache
 from smite.hostapi import frames as framelist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -235,3 +235,31 @@ def test_atomic_writes_replace_whole_files(tmp_path):
         handle.write(b"exr")
     assert atomic.commit(partial, str(tmp_path / "r.0001.exr")) == str(tmp_path / "r.0001.exr")
     assert not os.path.exists(partial) and (tmp_path / "r.0001.exr").read_bytes() == b"exr"
+
+
+# --- progress, backends ---------------------------------------------------------------------------
+
+def test_progress_is_one_line_and_a_fraction():
+    shown = progress.describe({"stage": "segment", "done": 3, "total": 12, "message": "frame 1003"}, "running")
+    assert shown == (0.25, "segment 3/12 (25%): frame 1003") and shown.percent == 25
+    assert progress.describe({"stage": "segment", "done": 2, "total": 3}).text == "segment 2/3 (66%)"  # floor
+    assert progress.describe({"stage": "load", "done": 0, "total": 0}) == (0.0, "load")
+    assert progress.describe({"done": 5, "total": 4}, "learn") == (1.0, "learn 5/4 (100%)")
+    assert progress.describe(None, "queued") == (0.0, "queued")
+    assert progress.describe({"done": "x", "total": 3}, "segment") == (0.0, "segment")  # unreadable counts
+
+
+def test_backends_come_from_the_server_else_the_fallback_the_core_accepts():
+    from smite.config import BACKENDS as CORE_BACKENDS
+
+    assert jobsettings.backends() == list(jobsettings.BACKENDS) == list(CORE_BACKENDS)
+    assert jobsettings.backends({"capabilities": {"backends": ["propagate", "other"]}}) == ["propagate", "other"]
+    assert jobsettings.backends({"capabilities": {"backends": []}}) == list(jobsettings.BACKENDS)
+    assert jobsettings.backends({"capabilities": {"backends": "propagate"}}) == list(jobsettings.BACKENDS)
+    assert jobsettings.BACKENDS[0] == "propagate"  # the default: weight-free
+
+
+def test_the_farm_chunk_default_is_the_cores():
+    from smite.farm.job import DEFAULT_CHUNK
+
+    assert farmcmd.DEFAULT_CHUNK == DEFAULT_CHUNK

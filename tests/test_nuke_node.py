@@ -710,3 +710,18 @@ def test_segment_end_to_end_through_a_real_server(fake, node, tmp_path):
     fake.pump(lambda: not runner.thread.is_alive() and not fake.main_queue, timeout=60)
     assert runner.outcome.ok and inner["reload"].executed == 2
     assert "6 already done" in group["status"].value()
+
+
+def test_progress_reaches_the_status_line_in_the_shared_words(fake, node, monkeypatch):
+    """The ProgressTask and the status knob show `smite.hostapi.progress.describe`'s line."""
+    group = node.create_node()
+
+    class Runner:
+        on_progress = should_cancel = None
+
+        def run(self):
+            self.on_progress({"stage": "segment", "done": 3, "total": 12, "message": "frame 3"})
+
+    node._follow(group, "segment", Runner())
+    fake.pump(lambda: not fake.main_queue, timeout=10)
+    assert group["status"].value() == "segment: segment 3/12 (25%): frame 3"

@@ -163,14 +163,6 @@ class FakeClient:
         return {"job": job, "state": "cancelling"}
 
 
-def test_progress_text():
-    from nuke_smite.jobs import progress_text
-
-    assert progress_text({"stage": "segment", "done": 3, "total": 4, "message": "frame 12"}) == (
-        75, "segment 3/4: frame 12")
-    assert progress_text({"stage": "load", "done": 0, "total": 0}) == (0, "load")
-
-
 def test_job_runner_reports_progress_and_result():
     from nuke_smite.jobs import JobRunner
 

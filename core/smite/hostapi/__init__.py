@@ -8,7 +8,8 @@ The core imports from here (part names, error codes); nothing here imports the c
 - `errorcodes`: JSON-RPC error codes and CLI exit statuses.
 - `protocol`: line-delimited JSON-RPC framing and message shapes; `client`: ``smite serve`` client.
 - `names`: the part-name rule and matte channel names.
-- `frames`: artist frame lists; `jobsettings`: a job's ``settings``; `farmcmd`: farm job files.
+- `frames`: artist frame lists; `jobsettings`: a job's ``settings`` and the backends offered; `farmcmd`: farm job files.
+- `progress`: a job's progress as a fraction and one status line.
 - `shotcache`: the shot cache layout and the shot manifest; `atomic`: files written whole.
 - `locate`: the environment of a core subprocess.
 """
