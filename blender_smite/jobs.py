@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import bpy
 
-from . import compositor, corelink, farmjob, shotplan
+from . import compositor, corelink, shotplan
 
 
 class Session:
@@ -27,8 +27,7 @@ class Session:
         if cls.client is not None and cls.key == (core, python) and cls.client.alive:
             return cls.client
         cls.stop()
-        module = corelink.load_client_module(core)
-        cls.client = module.SmiteClient(python=python, env=corelink.server_env(core)).start()
+        cls.client = corelink.load(core, "client").SmiteClient(python=python, core=core).start()
         cls.key = (core, python)
         cls.client.initialize(client="blender_smite", blender=bpy.app.version_string)
         return cls.client
@@ -50,7 +49,7 @@ def backend_names(context: Any) -> List[str]:
     prefs = preferences(context) if context is not None else None
     core, _ = corelink.locate(getattr(prefs, "core_path", ""), getattr(prefs, "python_path", ""))
     try:
-        return list(corelink.load_hostapi_module(core, "jobsettings").BACKENDS)
+        return list(corelink.load(core, "jobsettings").BACKENDS)
     except ImportError:  # no core yet: the panel says so; nothing can run anyway
         return []
 
@@ -140,7 +139,7 @@ class Job:
         props, scene = self.props, self.scene
         if not self.core or not self.python:
             raise shotplan.PlanError("SMITE core not found: set the core folder and Python in the add-on preferences")
-        corelink.load_hostapi_module(self.core, "farmcmd")  # shotplan/farmjob follow the core the preferences name
+        corelink.load(self.core, "farmcmd")  # corelink.hostapi now answers for the core the preferences name
         mask = props.mask
         if mask is None:
             raise shotplan.PlanError("choose a Mask: each of its layers is one part")
@@ -179,10 +178,11 @@ class Job:
 
     def farm_commands(self) -> List[Any]:
         """After `prepare`: the ``smite farm openjd`` and ``smite farm deadline`` commands for this shot."""
+        farmcmd = corelink.hostapi("farmcmd")
         try:
-            return farmjob.farm_commands(self.python, self.shot_path, self.pattern, self.cache,
+            return farmcmd.farm_commands(self.python, self.shot_path, self.pattern, self.cache,
                                          self.props.farm_chunk, self.props.backend, self.part_model, self.sd_model)
-        except farmjob.FarmError as exc:
+        except farmcmd.FarmError as exc:
             raise shotplan.PlanError(str(exc)) from None
 
     def start(self) -> None:

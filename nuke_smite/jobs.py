@@ -6,7 +6,7 @@ slices so a host cancel flag (``nuke.ProgressTask.isCancelled``) is noticed with
 ``poll_s``, and report the end once through ``on_finish`` with a `JobOutcome`. Callbacks run
 on the runner or client reader thread; the host hops to its UI thread itself.
 
-Needs the core's source folder on ``sys.path`` (`hostconfig.add_core_to_path`).
+The client is the core's ``smite.hostapi.client`` (`hostconfig.hostapi`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Dict, Optional, Union
 
-from smite.hostapi.client import ServerDiedError, SmiteClient
-from smite.hostapi.protocol import CANCELLED, RpcError
+from . import hostconfig
+
+_client = hostconfig.hostapi("client")
+ServerDiedError, SmiteClient, RpcError = _client.ServerDiedError, _client.SmiteClient, _client.RpcError
+CANCELLED = hostconfig.hostapi("protocol").CANCELLED
 
 DONE, FAILED, CANCELLED_STATE = "done", "failed", "cancelled"
 

@@ -14,12 +14,11 @@ from typing import List, Sequence
 
 from . import hostconfig
 
-hostconfig.import_hostapi()  # the core on sys.path when Nuke's init.py did not put it there
-
-from smite.hostapi import jobsettings  # noqa: E402  (rules shared with the Blender add-on)
-from smite.hostapi.jobsettings import job_settings  # noqa: E402,F401  (the server call's ``settings``)
-from smite.hostapi import names, shotcache  # noqa: E402
-from smite.hostapi.names import layer_name  # noqa: E402,F401  (the core's part-name rule)
+jobsettings = hostconfig.hostapi("jobsettings")  # rules shared with the Blender add-on
+names = hostconfig.hostapi("names")
+shotcache = hostconfig.hostapi("shotcache")
+job_settings = jobsettings.job_settings  # the server call's ``settings``
+layer_name = names.layer_name  # the core's matte layer of a part
 NUKE_CHANNEL = "alpha"  # Nuke reads EXR channel "smite_x.A" as "smite_x.alpha"
 DEFAULT_COLORSPACE = "sRGB - Texture"
 

@@ -17,14 +17,16 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import nuke
 
-from . import farm, hostconfig, render_refs
+from . import hostconfig, render_refs
 from .keyframes import check_in_range, format_keyframes, parse_keyframes
 from .manifest import (
     channel_name, check_part_names, default_cache_dir, job_settings, layer_name, plate_colorspace, plate_pattern,
     segment_part_model,
 )
-# importable once .farm put the core on sys.path
-from smite.hostapi import jobsettings, progress, shotcache  # noqa: E402
+farmcmd = hostconfig.hostapi("farmcmd")  # Send to farm: the core's rules, shared with the Blender add-on
+jobsettings = hostconfig.hostapi("jobsettings")
+progress = hostconfig.hostapi("progress")
+shotcache = hostconfig.hostapi("shotcache")
 
 MATTE_TOKEN = "####"  # the frame token of the matte pattern the inner Read shows
 
@@ -107,7 +109,7 @@ def _add_knobs(group: Any) -> None:
     group["cache_dir"].setTooltip("shot cache: roto references, shot.json, mattes (empty = next to the script)")
     group["model_file"].setTooltip("part model written by Learn (empty = <shot cache>/parts.smite)")
     group["sd_model"].setTooltip("diffusion backend: Stable Diffusion folder or file (empty = $SMITE_MODEL)")
-    group["farm_chunk"].setValue(farm.DEFAULT_CHUNK)
+    group["farm_chunk"].setValue(farmcmd.DEFAULT_CHUNK)
     group["farm_chunk"].setTooltip("frames per farm task")
     group["send_to_farm"].setTooltip("write <shot cache>/farm/job.yaml (OpenJD) and farm/deadline/ (Deadline 10); "
                                      "nothing is submitted")
@@ -256,7 +258,6 @@ def _prepare(group: Any) -> Optional[Tuple[Dict[str, Any], str]]:
     """
     try:
         plan = gather(group)
-        hostconfig.add_core_to_path(plan["core"])
         set_status(group, "rendering roto references")
         return plan, prepare_shot(group, plan)
     except Exception as exc:
@@ -284,7 +285,7 @@ def start_job(group: Any, method: str) -> Optional[Any]:
         return None
     plan, shot = prepared
     try:
-        from . import jobs  # needs smite.hostapi.client, importable only once the core is on sys.path
+        from . import jobs  # loads the core's client: an ImportError names a missing core
     except Exception as exc:
         set_status(group, f"error: {exc}")
         return None
@@ -318,15 +319,15 @@ def on_send_to_farm(group: Any) -> Optional[threading.Thread]:
     plan, shot = prepared
     backend = plan["backend"]
     try:
-        commands = farm.farm_commands(plan["python"], shot, plan["mattes"], plan["paths"].root,
+        commands = farmcmd.farm_commands(plan["python"], shot, plan["mattes"], plan["paths"].root,
                                       int(group["farm_chunk"].value()), backend, plan["model"], plan["sd_model"])
-    except (farm.FarmError, ValueError, TypeError) as exc:
+    except (farmcmd.FarmError, ValueError, TypeError) as exc:
         set_status(group, f"error: {exc}")
         return None
 
     def work() -> None:
         try:
-            text = farm.summary(farm.write_farm_files(commands, core=plan["core"]))
+            text = farmcmd.summary(farmcmd.write_farm_files(commands, core=plan["core"]))
         except Exception as exc:  # FarmError, or anything unexpected: the artist must see it
             text = f"farm failed: {exc}"
         to_main_thread(_status_on, group, text)

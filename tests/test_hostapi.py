@@ -263,3 +263,24 @@ def test_the_farm_chunk_default_is_the_cores():
     from smite.farm.job import DEFAULT_CHUNK
 
     assert farmcmd.DEFAULT_CHUNK == DEFAULT_CHUNK
+
+
+# --- the core's python -----------------------------------------------------------------------------
+
+def test_find_python_order_venv_folders_and_the_guess_beside_the_core(tmp_path):
+    from smite.hostapi import locate
+
+    core = tmp_path / "repo" / "core"
+    core.mkdir(parents=True)
+    venv_python = tmp_path / "repo" / ".venv" / "bin" / "python"
+    assert locate.venv_python(str(tmp_path / "repo" / ".venv")) == str(venv_python)
+    assert locate.find_python("", {}, str(core), environ={}) == ""  # the guess counts only once it exists
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text("")
+    assert locate.find_python("", {}, str(core), environ={}) == str(venv_python)
+    record = {"python": "/rec/python"}
+    env = {"SMITE_PYTHON": "/env/python"}
+    assert locate.find_python("", record, str(core), environ={}) == "/rec/python"  # given: wins even if missing
+    assert locate.find_python("", record, str(core), environ=env) == "/env/python"
+    assert locate.find_python(" /knob/python ", record, str(core), environ=env) == "/knob/python"
+    assert locate.find_python(str(tmp_path / "repo" / ".venv"), {}, "", environ={}) == str(venv_python)

@@ -89,12 +89,16 @@ def test_menu_registers_smite_matte(fake):
     assert "nuke_smite.node.create_node()" in command
 
 
-def test_startup_init_puts_package_and_core_on_sys_path(fake, monkeypatch):
+def test_startup_init_puts_the_package_on_sys_path_and_loads_the_core(fake, monkeypatch, capsys):
+    from blender_smite import hostlink
+
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in (REPO, os.path.join(REPO, "core"))])
     monkeypatch.setenv("SMITE_NUKE_ROOT", REPO)
     monkeypatch.setenv("SMITE_CORE", os.path.join(REPO, "core"))
     runpy.run_path(os.path.join(REPO, "nuke_smite", "startup", "init.py"))
-    assert sys.path[0] == os.path.join(REPO, "core") and REPO in sys.path
+    assert sys.path[0] == REPO and os.path.join(REPO, "core") not in sys.path  # the core is loaded, not on the path
+    assert sys.modules[hostlink.PACKAGE].__path__ == [os.path.join(REPO, "core", "smite", "hostapi")]
+    assert capsys.readouterr().err == ""
 
 
 def test_create_node_builds_the_group_and_wires_the_selection(fake, node):
@@ -162,7 +166,7 @@ def _knob_scripts(node):
 def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_path):
     """Defect 2: each reference holds its part's shapes only, a sub-layer's shapes included."""
     from nuke_smite import render_refs
-    from smite.hostapi.shotcache import ShotCache
+    from nuke_smite.manifest import shotcache
 
     read, roto, layers = scene(fake)
     layers[1].children.append(RotoLayer("sub", [RotoShape("Bezier3", [5.0])]))
@@ -170,7 +174,7 @@ def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_pat
     group = node.create_node()
     seen = []
     fake.renderer = _alpha_recorder(fake, seen)
-    paths = ShotCache(str(tmp_path))
+    paths = shotcache.ShotCache(str(tmp_path))
     masks = render_refs.render_references(group, roto, [0, 5], paths)
     ref = lambda part, f: paths.reference(part, f).replace(os.sep, "/")  # noqa: E731
     assert [s[:3] for s in seen] == [(ref("left", 0), 0, ["Bezier1"]), (ref("left", 5), 5, ["Bezier1"]),
@@ -185,13 +189,13 @@ def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_pat
 def test_render_references_leave_the_artists_roto_byte_identical(fake, node, tmp_path):
     """Defect 2: no visibility keys (saved with the script, undo steps) on the artist's Roto."""
     from nuke_smite import render_refs
-    from smite.hostapi.shotcache import ShotCache
+    from nuke_smite.manifest import shotcache
 
     read, roto, layers = scene(fake)
     before = _knob_scripts(roto)
     group = node.create_node()
     fake.renderer = _alpha_recorder(fake, [])
-    render_refs.render_references(group, roto, [0, 5], ShotCache(str(tmp_path)))
+    render_refs.render_references(group, roto, [0, 5], shotcache.ShotCache(str(tmp_path)))
     assert _knob_scripts(roto) == before
     assert all(not layer.vis_calls for layer in layers)
 
@@ -212,7 +216,7 @@ def test_references_ignore_the_roto_bg_and_read_its_output_channel(fake, node, t
     """Defect 5: the Roto draws over its bg (a plate with alpha would whiten every reference) into
     its `output` channels (not always rgba.alpha)."""
     from nuke_smite import render_refs
-    from smite.hostapi.shotcache import ShotCache
+    from nuke_smite.manifest import shotcache
 
     read, roto, layers = scene(fake)
     read.has_alpha = True
@@ -221,14 +225,14 @@ def test_references_ignore_the_roto_bg_and_read_its_output_channel(fake, node, t
     group = node.create_node()
     seen = []
     fake.renderer = _alpha_recorder(fake, seen)
-    render_refs.render_references(group, roto, [0], ShotCache(str(tmp_path)))
+    render_refs.render_references(group, roto, [0], shotcache.ShotCache(str(tmp_path)))
     assert [s[2] for s in seen] == [["Bezier1"], ["Bezier2"]]
 
 
 def test_references_are_cropped_to_the_plate_format(fake, node, tmp_path):
     """Defect 4: a shape crossing the frame edge must not grow the reference past the format."""
     from nuke_smite import render_refs
-    from smite.hostapi.shotcache import ShotCache
+    from nuke_smite.manifest import shotcache
 
     read, roto, layers = scene(fake)
     read.format_size = (80, 60)
@@ -237,7 +241,7 @@ def test_references_are_cropped_to_the_plate_format(fake, node, tmp_path):
     group = node.create_node()
     seen = []
     fake.renderer = _alpha_recorder(fake, seen)
-    render_refs.render_references(group, roto, [0], ShotCache(str(tmp_path)))
+    render_refs.render_references(group, roto, [0], shotcache.ShotCache(str(tmp_path)))
     assert [s[3] for s in seen] == [(0, 0, 80, 60)] * 2  # the format, not (-12, -5, 95, 60)
 
 
@@ -245,7 +249,7 @@ def test_paint_strokes_key_at_their_lifetime(fake, node, tmp_path):
     """Defect 6: a stroke's points carry no keys; its lifetime places it in time."""
     from fake_nuke import LIFETIME_ALL, LIFETIME_RANGE, LIFETIME_SINGLE, RotoStroke
     from nuke_smite import render_refs
-    from smite.hostapi.shotcache import ShotCache
+    from nuke_smite.manifest import shotcache
 
     read, roto, layers = scene(fake, 0, 9)
     layers[0].children.append(RotoStroke("Brush1", lifetime=(LIFETIME_SINGLE, 3, 3)))
@@ -256,7 +260,7 @@ def test_paint_strokes_key_at_their_lifetime(fake, node, tmp_path):
     group = node.create_node()
     seen = []
     fake.renderer = _alpha_recorder(fake, seen)
-    render_refs.render_references(group, roto, [3, 7], ShotCache(str(tmp_path)))
+    render_refs.render_references(group, roto, [3, 7], shotcache.ShotCache(str(tmp_path)))
     assert [s[2] for s in seen] == [["Bezier1", "Brush1"], ["Bezier1"], ["Bezier2", "Brush3"], ["Bezier2", "Brush2", "Brush3"]]
     layers[0].children.append(RotoStroke("Brush4", lifetime=(1, 0, 3)))  # "start to frame"
     with pytest.raises(ValueError, match="paint stroke 'Brush4': set its lifetime"):
@@ -265,7 +269,7 @@ def test_paint_strokes_key_at_their_lifetime(fake, node, tmp_path):
 
 def test_render_failure_still_deletes_the_temporary_nodes(fake, node, tmp_path):
     from nuke_smite import render_refs
-    from smite.hostapi.shotcache import ShotCache
+    from nuke_smite.manifest import shotcache
 
     read, roto, layers = scene(fake)
     before = _knob_scripts(roto)
@@ -276,7 +280,7 @@ def test_render_failure_still_deletes_the_temporary_nodes(fake, node, tmp_path):
 
     fake.renderer = renderer
     with pytest.raises(RuntimeError):
-        render_refs.render_references(group, roto, [0], ShotCache(str(tmp_path)))
+        render_refs.render_references(group, roto, [0], shotcache.ShotCache(str(tmp_path)))
     assert [n.Class() for n in group.nodes()] == GROUP_NODES
     assert _knob_scripts(roto) == before and not fake.group_stack
 

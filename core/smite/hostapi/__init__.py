@@ -1,8 +1,8 @@
 """The host API: everything a host (Nuke, Blender, a pipeline script) needs from the core, stdlib only.
 
 Hosts run their own Python (no torch, maybe 3.9), so nothing here imports numpy, torch or the rest
-of `smite`, and modules import each other only relatively: the Blender add-on loads this folder
-under a private package name (`blender_smite.corelink`), Nuke imports it as ``smite.hostapi``.
+of `smite`, and modules import each other only relatively: both hosts load this folder under a
+private package name through one loader (``blender_smite/hostlink.py``).
 The core imports from here (part names, error codes); nothing here imports the core.
 
 - `errorcodes`: JSON-RPC error codes and CLI exit statuses.
