@@ -27,7 +27,7 @@ def locate(core_pref: str = "", python_pref: str = "", env: Optional[Mapping[str
     core = hostlink.find_core(core_pref, record, addon_dir, env)
     if not core:
         return "", ""
-    return core, hostapi("locate").find_python(python_pref, record, core, env)
+    return core, hostlink.module("locate", lambda: core).find_python(python_pref, record, core, env)
 
 
 def load(core: str, name: str) -> ModuleType:

@@ -153,7 +153,9 @@ def _fake_core(root):
     (root / ".venv" / "bin" / "python").write_text("")
 
 
-def test_locate_order(tmp_path):
+def test_locate_order(tmp_path, monkeypatch):
+    for name in [n for n in sys.modules if n.split(".")[0] == hostlink.PACKAGE]:
+        monkeypatch.delitem(sys.modules, name)  # as in a fresh Blender: no host API loaded yet
     addon = tmp_path / "repo" / "blender_smite"
     addon.mkdir(parents=True)
     _fake_core(tmp_path / "repo")
