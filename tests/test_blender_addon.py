@@ -242,6 +242,11 @@ def test_segment_in_real_blender(tmp_path, version):
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     info = json.loads((out / "result.json").read_text())
     assert info["addon"] == "bl_ext.user_default.blender_smite" and info["blender"].startswith(version + ".")
+    # the backend menu: the core's fallback list before a server runs, the server's capabilities after
+    from smite.hostapi import farmcmd, jobsettings
+
+    assert info["backend_menus"] == {"before": list(jobsettings.BACKENDS), "server": list(jobsettings.BACKENDS)}
+    assert info["farm_chunk_default"] == farmcmd.DEFAULT_CHUNK
 
     # the reference Blender rasterised covers the polygon drawn around the chair (y not flipped)
     ref = read_mask(info["reference"]) > 0.5
