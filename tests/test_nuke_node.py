@@ -176,7 +176,7 @@ def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_pat
     fake.renderer = _alpha_recorder(fake, seen)
     paths = shotcache.ShotCache(str(tmp_path))
     masks = render_refs.render_references(group, roto, [0, 5], paths)
-    ref = lambda part, f: paths.reference(part, f).replace(os.sep, "/")  # noqa: E731
+    ref = lambda part, f: render_refs.atomic.partial_path(paths.reference(part, f)).replace(os.sep, "/")  # noqa: E731
     assert [s[:3] for s in seen] == [(ref("left", 0), 0, ["Bezier1"]), (ref("left", 5), 5, ["Bezier1"]),
                                      (ref("right", 0), 0, ["Bezier2", "Bezier3"]),
                                      (ref("right", 5), 5, ["Bezier2", "Bezier3"])]
@@ -308,8 +308,11 @@ def test_start_at_read_maps_timeline_keys_to_plate_frames(fake, node, tmp_path):
     assert [r["frame"] for r in shot["references"]] == [0, 5]
     assert shot["references"][1]["masks"]["right"] == "references/right.0005.exr"
     executed = [(c[2], os.path.basename(c[3])) for c in fake.calls if c[0] == "execute"]
-    assert executed == [(1001, "left.0000.exr"), (1006, "left.0005.exr"),
-                        (1001, "right.0000.exr"), (1006, "right.0005.exr")]
+    partial = ".smite-"  # each Write renders to a temporary name, renamed once whole (hostapi.atomic)
+    assert executed == [(1001, partial + "left.0000.exr"), (1006, partial + "left.0005.exr"),
+                        (1001, partial + "right.0000.exr"), (1006, partial + "right.0005.exr")]
+    assert sorted(os.listdir(tmp_path / "references")) == ["left.0000.exr", "left.0005.exr", "right.0000.exr",
+                                                           "right.0005.exr"]
     matte_read = node.apply_results(group, ["left", "right"], "/m/mattes.####.exr", 0, 5, plan["offset"])
     assert matte_read.firstFrame() == read.firstFrame() == 1001  # mattes sit on the plate's timeline frames
 
