@@ -296,3 +296,25 @@ def test_tiles_each_run_the_main_pass_with_their_own_carry(monkeypatch):
     calls = _FakeSegmenter.calls
     assert len(calls) == 8 and all(shape == (210, 315, 3) for c in calls for shape in c[1])
     assert [c[2] for c in calls] == [[]] * 4 + [[0, 1]] * 4  # windows [0-3], [2-5]: frames 2, 3 carried per tile
+
+
+def test_the_video_loop_runs_on_plain_arrays_and_stops_after_the_last_wanted_frame(monkeypatch):
+    """`method.pipeline.segment_video` needs no backend or files: any object with plate, frame_numbers,
+    size and get. Windows [0-3], [2-5], [4-7], [6-9]: frame 1 is finished by the first window, frame 2 by
+    the second (which gets frames 2, 3 carried); the loop stops there."""
+    import smite.method.pipeline as pipeline
+
+    class Video:
+        plate, frame_numbers, size = "arrays", list(range(10)), (40, 60)
+
+        def get(self, frame):
+            return np.full((40, 60, 3), frame / 10, np.float32)
+
+    monkeypatch.setattr(pipeline, "WindowSegmenter", _FakeSegmenter)
+    _FakeSegmenter.calls = []
+    s = DiffusionSettings(resolution=64, window=4, overlap=2, hierarchical=False)
+    out = list(pipeline.segment_video(None, torch.zeros(3, 4), 3, Video(), [2, 1], s, temporal=True, tracker=None,
+                                      vote_frames=15, seed=0))
+    assert [f for f, _ in out] == [1, 2]
+    assert [len(c[1]) for c in _FakeSegmenter.calls] == [4, 4] and [c[2] for c in _FakeSegmenter.calls] == [[], [0, 1]]
+    assert all(p.shape == (3, 43, 64) and (p.argmax(0) == 2).all() for _, p in out)

@@ -18,9 +18,9 @@ Reads like the paper, per window of up to 16 frames in model space:
    along point tracks;
 4. the softmax over classes of the last timestep's S gives the per-frame class probabilities.
 
-Pure tensor helpers (`ddim_move`, `adam_update`, `guide_step_size`, `guided_timesteps`,
-and the energies in `method.energies`) are separate so they can be tested on hand-made inputs; the networks and the
-tracker come in through `WindowSegmenter`.
+Pure tensor helpers (`ddim_move`, `adam_update`, `guide_step_size`, `guided_timesteps`, and the
+energies in `method.energies`) are separate so they can be tested on hand-made inputs; the networks
+and the tracker come in through `WindowSegmenter`. The loop over a video's windows is `method.pipeline`.
 """
 
 from __future__ import annotations
