@@ -34,6 +34,22 @@ def blender_python(version: str) -> str:
     return os.path.join(ROOT, f".venv-blender-{version}", "bin", "python")
 
 
+@pytest.fixture
+def fresh_hostapi():
+    """No host API loaded, as in a fresh Blender; afterwards the modules loaded before are back, so
+    modules that bound them at import (the Nuke node's) still hold the loaded ones."""
+    def ours():
+        return {n: m for n, m in sys.modules.items() if n.split(".")[0] == hostlink.PACKAGE}
+
+    before = ours()
+    for name in before:
+        del sys.modules[name]
+    yield
+    for name in ours():
+        del sys.modules[name]
+    sys.modules.update(before)
+
+
 # --- pure planning ------------------------------------------------------------------------------
 
 def test_parse_keyframes_defaults_and_speaks_plan_errors():
@@ -122,7 +138,7 @@ def test_job_settings_and_part_model(tmp_path):
     assert shotplan.segment_part_model("", cache) == os.path.join(cache, "parts.smite")
 
 
-def test_the_host_api_is_loaded_privately_and_follows_the_core_loaded_last(tmp_path):
+def test_the_host_api_is_loaded_privately_and_follows_the_core_loaded_last(tmp_path, fresh_hostapi):
     """Farm rules live in smite.hostapi.farmcmd (tests/test_hostapi.py); the add-on uses the privately loaded copy."""
     core = os.path.join(ROOT, "core")
     kit = corelink.load(core, "farmcmd")
@@ -153,9 +169,7 @@ def _fake_core(root):
     (root / ".venv" / "bin" / "python").write_text("")
 
 
-def test_locate_order(tmp_path, monkeypatch):
-    for name in [n for n in sys.modules if n.split(".")[0] == hostlink.PACKAGE]:
-        monkeypatch.delitem(sys.modules, name)  # as in a fresh Blender: no host API loaded yet
+def test_locate_order(tmp_path, fresh_hostapi):
     addon = tmp_path / "repo" / "blender_smite"
     addon.mkdir(parents=True)
     _fake_core(tmp_path / "repo")
