@@ -23,7 +23,9 @@ from .manifest import (
     channel_name, check_part_names, default_cache_dir, job_settings, layer_name, plate_colorspace, plate_pattern,
     segment_part_model,
 )
-farmcmd = hostconfig.hostapi("farmcmd")  # Send to farm: the core's rules, shared with the Blender add-on
+
+# The core's host API, shared with the Blender add-on: farm files, backends, progress line, shot cache.
+farmcmd = hostconfig.hostapi("farmcmd")
 jobsettings = hostconfig.hostapi("jobsettings")
 progress = hostconfig.hostapi("progress")
 shotcache = hostconfig.hostapi("shotcache")

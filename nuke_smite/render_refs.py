@@ -19,10 +19,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import nuke
 
+from . import hostconfig
 from .keyframes import merge_key_times
-from .manifest import hostconfig, shotcache
 
 atomic = hostconfig.hostapi("atomic")
+shotcache = hostconfig.hostapi("shotcache")
 
 ROTO_CLASSES = ("Roto", "RotoPaint")
 PASS_THROUGH = ("Dot",)  # nodes that may sit between a source and the group's input: they change nothing

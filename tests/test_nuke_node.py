@@ -166,7 +166,7 @@ def _knob_scripts(node):
 def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_path):
     """Defect 2: each reference holds its part's shapes only, a sub-layer's shapes included."""
     from nuke_smite import render_refs
-    from nuke_smite.manifest import shotcache
+    from nuke_smite.render_refs import shotcache
 
     read, roto, layers = scene(fake)
     layers[1].children.append(RotoLayer("sub", [RotoShape("Bezier3", [5.0])]))
@@ -189,7 +189,7 @@ def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_pat
 def test_render_references_leave_the_artists_roto_byte_identical(fake, node, tmp_path):
     """Defect 2: no visibility keys (saved with the script, undo steps) on the artist's Roto."""
     from nuke_smite import render_refs
-    from nuke_smite.manifest import shotcache
+    from nuke_smite.render_refs import shotcache
 
     read, roto, layers = scene(fake)
     before = _knob_scripts(roto)
@@ -216,7 +216,7 @@ def test_references_ignore_the_roto_bg_and_read_its_output_channel(fake, node, t
     """Defect 5: the Roto draws over its bg (a plate with alpha would whiten every reference) into
     its `output` channels (not always rgba.alpha)."""
     from nuke_smite import render_refs
-    from nuke_smite.manifest import shotcache
+    from nuke_smite.render_refs import shotcache
 
     read, roto, layers = scene(fake)
     read.has_alpha = True
@@ -232,7 +232,7 @@ def test_references_ignore_the_roto_bg_and_read_its_output_channel(fake, node, t
 def test_references_are_cropped_to_the_plate_format(fake, node, tmp_path):
     """Defect 4: a shape crossing the frame edge must not grow the reference past the format."""
     from nuke_smite import render_refs
-    from nuke_smite.manifest import shotcache
+    from nuke_smite.render_refs import shotcache
 
     read, roto, layers = scene(fake)
     read.format_size = (80, 60)
@@ -249,7 +249,7 @@ def test_paint_strokes_key_at_their_lifetime(fake, node, tmp_path):
     """Defect 6: a stroke's points carry no keys; its lifetime places it in time."""
     from fake_nuke import LIFETIME_ALL, LIFETIME_RANGE, LIFETIME_SINGLE, RotoStroke
     from nuke_smite import render_refs
-    from nuke_smite.manifest import shotcache
+    from nuke_smite.render_refs import shotcache
 
     read, roto, layers = scene(fake, 0, 9)
     layers[0].children.append(RotoStroke("Brush1", lifetime=(LIFETIME_SINGLE, 3, 3)))
@@ -269,7 +269,7 @@ def test_paint_strokes_key_at_their_lifetime(fake, node, tmp_path):
 
 def test_render_failure_still_deletes_the_temporary_nodes(fake, node, tmp_path):
     from nuke_smite import render_refs
-    from nuke_smite.manifest import shotcache
+    from nuke_smite.render_refs import shotcache
 
     read, roto, layers = scene(fake)
     before = _knob_scripts(roto)
