@@ -24,14 +24,19 @@ import sys
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # this checkout's add-on package: its record name and the one host loader
+from blender_smite import corelink, hostlink  # noqa: E402  (stdlib only, no bpy)
+
+LOCATION_FILE = corelink.LOCATION_FILE  # read by blender_smite.corelink
 PACKAGE = "blender_smite"
-LOCATION_FILE = "core_location.json"  # read by blender_smite.corelink
 SKIP_DIRS = {"__pycache__"}
 SKIP_EXT = (".pyc", ".pyo")
 
 
-def venv_python(venv: str) -> str:
-    return os.path.join(venv, "Scripts", "python.exe") if os.name == "nt" else os.path.join(venv, "bin", "python")
+def default_python() -> str:
+    """This checkout's ``.venv`` interpreter, by the hosts' one rule (`smite.hostapi.locate.venv_python`)."""
+    locate = hostlink.module("locate", lambda: os.path.join(ROOT, "core"))
+    return locate.venv_python(os.path.join(ROOT, ".venv"))
 
 
 def package_files(src: str) -> list:
@@ -88,7 +93,7 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--uninstall", action="store_true", help="remove what --into installed")
     parser.add_argument("--zip", default=os.path.join(ROOT, "dist", PACKAGE + ".zip"), help="zip to write")
     parser.add_argument("--core", default=os.path.join(ROOT, "core"), help="SMITE core folder to record")
-    parser.add_argument("--python", default=venv_python(os.path.join(ROOT, ".venv")), help="core Python to record")
+    parser.add_argument("--python", default=default_python(), help="core Python to record")
     args = parser.parse_args(argv)
     if args.uninstall:
         if not args.into:

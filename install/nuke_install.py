@@ -20,13 +20,16 @@ from typing import List, Optional
 
 BEGIN = "# >>> SMITE Nuke plugin (install/nuke_install.py) >>>"
 END = "# <<< SMITE Nuke plugin <<<"
-CONFIG_NAME = "smite_nuke.json"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # this checkout's plugin: its config name and the hosts' one venv rule
+from blender_smite import hostlink  # noqa: E402  (stdlib only)
+from nuke_smite.hostconfig import CONFIG_NAME  # noqa: E402  (stdlib only, no nuke)
 
 
 def default_python(repo: str = REPO) -> str:
-    sub = ("Scripts", "python.exe") if os.name == "nt" else ("bin", "python")
-    return os.path.join(repo, ".venv", *sub)
+    """``<repo>/.venv``'s interpreter (`smite.hostapi.locate.venv_python`)."""
+    locate = hostlink.module("locate", lambda: os.path.join(repo, "core"))
+    return locate.venv_python(os.path.join(repo, ".venv"))
 
 
 def block(nuke_dir: str, repo: str = REPO) -> str:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from ..config import ShotSpec
 from ..errors import BadInputError
+from ..hostapi.farmcmd import DEFAULT_CHUNK  # frames per task: one default for hosts and farms
 from ..io.sequence import format_frame_range
 
-DEFAULT_CHUNK = 16  # frames per task: long enough to amortise start-up and context, short enough to spread
 DEFAULT_GPU_MEMORY_GB = 16  # what a SMITE window needs on a GPU node (weight-free backend needs far less)
 
 
