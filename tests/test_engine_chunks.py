@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from smite.backends.base import BackendBase
 from smite.config import Settings, ShotSpec
 from smite.engine import segment_shot
 from smite.errors import OutOfMemoryError
@@ -79,12 +80,13 @@ def test_resume_skips_complete_frames_and_redoes_damaged_ones(tmp_path):
     assert forced.written == list(range(12)) and forced.skipped == []
 
 
-class _OomOnce:
+class _OomOnce(BackendBase):
     """A backend stand-in that runs out of memory after `fail_after` frames while its window is large."""
 
     name = "propagate"
 
     def __init__(self, real, log, fail_after):
+        super().__init__(real.settings)
         self.real, self.log, self.fail_after = real, log, fail_after
 
     def init_state(self, source, parts):
@@ -109,12 +111,12 @@ def test_out_of_memory_retries_only_unfinished_frames(tmp_path, monkeypatch):
     from smite.backends.propagate import PropagateBackend
 
     log = []
-    monkeypatch.setattr(engine, "make_backend", lambda s: _OomOnce(PropagateBackend(s), log, fail_after=3))
+    monkeypatch.setattr(engine, "make_backend", lambda s, progress: _OomOnce(PropagateBackend(s), log, fail_after=3))
     result = segment_shot(_chair("0-7"), str(tmp_path / "m.####.exr"), FAST)
     assert log == [(15, list(range(8))), (5, [3, 4, 5, 6, 7])]
     assert result.written == list(range(8))
 
-    monkeypatch.setattr(engine, "make_backend", lambda s: _OomOnce(PropagateBackend(s), [], fail_after=0))
+    monkeypatch.setattr(engine, "make_backend", lambda s, progress: _OomOnce(PropagateBackend(s), [], fail_after=0))
     monkeypatch.setattr(_OomOnce, "shrink_settings", lambda self, s: None)
     with pytest.raises(OutOfMemoryError, match="frames 0-7"):
         segment_shot(_chair("0-7"), str(tmp_path / "n.####.exr"), FAST)

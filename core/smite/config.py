@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .backends import BACKEND_NAMES
 from .errors import BadInputError, ManifestError
 from .hostapi.names import PART_NAME
 from .io.sequence import format_frame_range, parse_frame_range
@@ -22,8 +23,11 @@ from .settings_json import check_ranges, fields_from_dict, ranged
 
 SETTINGS_VERSION = 1
 MAX_JSON_BYTES = 16 * 1024 * 1024  # a manifest or settings file holds paths and numbers: 16 MiB is generous
-BACKENDS = ("propagate", "diffusion")
 FLOW_PRESETS = ("ultrafast", "fast", "medium")  # the OpenCV DIS presets of `track.flow.PRESETS`
+# Settings that decide which frames are read or how fast, never what a frame's matte is.
+NON_RESULT_SETTINGS = ("context",)
+# Fields holding one backend's own settings, named after the backend: they decide only its mattes.
+BACKEND_SECTIONS = ("diffusion",)
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class Settings:
     """How to segment. Defaults are the paper's values where the paper has one."""
 
     # Each number's valid range sits beside it (`ranged`: lo, hi, open ends); `check_ranges` enforces them.
-    backend: str = ranged("propagate", choices=BACKENDS)  # weight-free path by default: runs without downloads
+    backend: str = ranged("propagate", choices=BACKEND_NAMES)  # weight-free path by default: runs without downloads
     temporal: bool = True  # SMITE's temporal module (voting + low-pass); off only for ablations
     vote_window: int = ranged(15, 1, 99, odd=True)  # SMITE: voting window W=15 frames centred on t
     vote_stride: int = ranged(2, 1, 64)  # vote on every n-th working pixel, applied as an upsampled correction (speed)
@@ -74,6 +78,11 @@ class Settings:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+    def result_dict(self, backend: str) -> dict[str, Any]:
+        """The settings that decide `backend`'s mattes: the shared ones that do, and its own section."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in NON_RESULT_SETTINGS and (k not in BACKEND_SECTIONS or k == backend)}
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

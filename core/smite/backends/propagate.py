@@ -26,7 +26,6 @@ import cv2
 import numpy as np
 import torch
 
-from ..config import Settings
 from ..method.appearance import ColourModel, reweight
 from ..method.lowpass import lowpass_consistency
 from ..method.voting import vote, window_frames
@@ -66,9 +65,6 @@ class PropagateBackend(BackendBase):
     """Keyframe propagation along optical flow plus SMITE's temporal module; no weights."""
 
     name = "propagate"
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
 
     # -- predictor API (init_state, add_reference from BackendBase) ----------------------------
     def references_changed(self, state: VideoState) -> None:

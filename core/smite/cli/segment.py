@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 
+from ..backends import BACKEND_NAMES
 from ..config import Settings, load_shot, read_json_file
 from ..engine import segment_shot
 from ..errors import BadInputError
@@ -17,7 +18,7 @@ from .progress import Progress
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that map onto `Settings` fields (shared by segment, demo and bench)."""
-    parser.add_argument("--backend", choices=["propagate", "diffusion"], help="segmentation backend (default propagate)")
+    parser.add_argument("--backend", choices=BACKEND_NAMES, help="segmentation backend (default propagate)")
     parser.add_argument("--temporal", choices=["on", "off"], help="SMITE temporal module: voting + low-pass (default on)")
     parser.add_argument("--model", help="diffusion: local Stable Diffusion folder or single file (default $SMITE_MODEL)")
     parser.add_argument("--parts", help="diffusion: part model (.smite) from `smite learn` (default: learn first)")
