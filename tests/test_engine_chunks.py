@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from smite.backends.base import BackendBase
+from smite.backends.propagate_settings import PropagateSettings
 from smite.config import Settings, ShotSpec
 from smite.engine import segment_shot
 from smite.errors import OutOfMemoryError
@@ -17,7 +18,7 @@ from conftest import SHARED_DATA
 
 CLIP = str(SHARED_DATA / "davis16_car-shadow")
 CHAIR = os.path.join(os.path.dirname(__file__), "data", "chair")
-FAST = Settings(work_max_side=240, flow_preset="fast")
+FAST = Settings(propagate=PropagateSettings(work_max_side=240, flow_preset="fast"))
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,18 @@ def test_resume_skips_complete_frames_and_redoes_damaged_ones(tmp_path):
 
     forced = segment_shot(shot, out, FAST, force=True)
     assert forced.written == list(range(12)) and forced.skipped == []
+
+
+def test_only_the_own_backends_settings_redo_frames(tmp_path):
+    """A weight-free job holds the shared settings and its own: tuning the diffusion backend redoes nothing."""
+    from smite.model.settings import DiffusionSettings
+
+    shot, out = _chair("0-3"), str(tmp_path / "m.####.exr")
+    assert segment_shot(shot, out, FAST).written == list(range(4))
+    diffusion_tuned = FAST.replace(diffusion=DiffusionSettings(window=8, overlap=4, lambda_reg=2.0))
+    assert segment_shot(shot, out, diffusion_tuned).skipped == list(range(4))
+    own_tuned = FAST.replace(propagate=FAST.propagate.replace(carry_decay=0.5))
+    assert segment_shot(shot, out, own_tuned, frames=[2]).written == [2]
 
 
 class _OomOnce(BackendBase):

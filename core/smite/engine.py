@@ -296,4 +296,4 @@ def learn_parts(shot: ShotSpec, out_path: str, settings: Settings, *, progress: 
     """
     from .method.learn import learn_parts as learn
 
-    return learn(shot, out_path, settings.diffusion, progress=progress, cancel=cancel)
+    return learn(shot, out_path, settings.diffusion, seed=settings.seed, progress=progress, cancel=cancel)

@@ -193,7 +193,7 @@ class DiffusionBackend(BackendBase):
         log.info("no part model given: learning %s from %d reference(s)", ", ".join(state.parts), len(state.references))
         examples = [Example(state.source.get(f), p.argmax(0).astype(np.uint8), f"frame {f}")
                     for f, p in sorted(state.references.items())]
-        ctx, deltas, _, _, _ = PartLearner(self.backbone, self.diffusion)(examples, state.parts)
+        ctx, deltas, _, _, _ = PartLearner(self.backbone, self.diffusion, self.settings.seed)(examples, state.parts)
         return PartModel(parts=tuple(state.parts), context=ctx, backbone_hash=self.backbone.hash,
                          settings=self.diffusion.to_dict(), kv_deltas=deltas)
 

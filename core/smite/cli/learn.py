@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import load_shot
+from ..config import Settings, load_shot
 from ..errors import BadInputError
 from ..method.learn import examples_from_folder, learn_examples, learn_parts
 from ..model.backbone import load_backbone
-from ..model.settings import DiffusionSettings
 from .segment import parse_set_items
 from .progress import Progress
 
@@ -25,35 +24,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--holdout", type=int,
                         help="with --shot: reference frame kept for validation (best state kept)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one diffusion setting (repeatable), e.g. --set kv_phase=false")
+                        help="override one setting (repeatable), e.g. --set kv_phase=false or --set seed=3; "
+                             "learning reads the diffusion settings and the seed")
     parser.add_argument("--quiet", action="store_true", help="no bar; one 'PROGRESS done/total' line per step")
 
 
-def diffusion_settings_from_args(args: argparse.Namespace) -> DiffusionSettings:
-    """Diffusion settings from `--set` (same syntax as `smite segment`; other settings are ignored here)."""
-    _, data = parse_set_items(args.set or [])
+def learn_settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from `--set` (same syntax as `smite segment`); learning reads the diffusion ones and the seed."""
+    data = parse_set_items(args.set or [])
+    diffusion = data.setdefault("diffusion", {})
     if args.model:
-        data["model"] = args.model
+        diffusion["model"] = args.model
     if args.steps is not None:
-        data["learn_steps"] = args.steps
-    return DiffusionSettings.from_dict(data)
+        diffusion["learn_steps"] = args.steps
+    return Settings.from_dict(data)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = diffusion_settings_from_args(args)
+    job = learn_settings_from_args(args)
+    settings = job.diffusion
     progress = Progress(args.quiet)
     try:
         if args.shot:
             shot = load_shot(args.shot)
             backbone = load_backbone(settings.model or None)
-            result = learn_parts(shot, args.out, settings, backbone=backbone, holdout=args.holdout, progress=progress)
+            result = learn_parts(shot, args.out, settings, seed=job.seed, backbone=backbone, holdout=args.holdout,
+                                 progress=progress)
         else:
             if not args.parts:
                 raise BadInputError("--refs needs --parts a,b,c (label id k is the k-th name)")
             parts = [p.strip() for p in args.parts.split(",") if p.strip()]
             examples = examples_from_folder(args.refs, len(parts))
             backbone = load_backbone(settings.model or None)
-            result = learn_examples(examples, parts, args.out, settings, backbone=backbone, progress=progress)
+            result = learn_examples(examples, parts, args.out, settings, seed=job.seed, backbone=backbone,
+                                    progress=progress)
     finally:
         progress.close()
     if not args.quiet:

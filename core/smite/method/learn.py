@@ -205,9 +205,10 @@ def examples_from_folder(folder: str, num_parts: int) -> list[Example]:
 class PartLearner:
     """Learns part vectors (and optionally k/v deltas) on a frozen backbone; see module doc."""
 
-    def __init__(self, backbone: Backbone, settings: DiffusionSettings) -> None:
+    def __init__(self, backbone: Backbone, settings: DiffusionSettings, seed: int = 0) -> None:
         self.backbone = backbone
         self.settings = settings
+        self.seed = seed  # the job's one seed (`config.Settings.seed`)
         self.device = next(backbone.unet.parameters()).device
 
     def _kv_modules(self) -> dict[str, torch.nn.Linear]:
@@ -231,7 +232,7 @@ class PartLearner:
     def _evaluate(self, examples: list[Example], context: Tensor, classes: int) -> float:
         """Mean held-out mIoU of argmax WAS at t = ref_t with fixed noise."""
         scores = []
-        gen = torch.Generator().manual_seed(self.settings.seed + 1)
+        gen = torch.Generator().manual_seed(self.seed + 1)
         for ex in examples:
             latents, labels = self._prepare(ex, classes, None)
             noise = torch.randn(latents.shape, generator=gen).to(latents)
@@ -275,8 +276,8 @@ class PartLearner:
         classes = k + 1
         steps = s.learn_steps or s.learn_epochs * len(examples)
         kv_start = s.kv_start_epoch * len(examples) if s.kv_phase else steps
-        rng = np.random.default_rng(s.seed)
-        gen = torch.Generator().manual_seed(s.seed)
+        rng = np.random.default_rng(self.seed)
+        gen = torch.Generator().manual_seed(self.seed)
 
         # 1. text conditioning: background = start-of-text column, part k initialised from its own name
         base, vectors, _ = initial_context(bb, parts)
@@ -336,11 +337,13 @@ class PartLearner:
 
 
 def learn_examples(examples: Sequence[Example], parts: Sequence[str], out_path: str, settings: DiffusionSettings, *,
-                   backbone: Backbone | None = None, val: Sequence[Example] = (), progress: ProgressFn | None = None,
+                   seed: int = 0, backbone: Backbone | None = None, val: Sequence[Example] = (),
+                   progress: ProgressFn | None = None,
                    cancel: threading.Event | None = None) -> LearnResult:
     """Learn `parts` from examples and write the part model to `out_path`.
 
-    `settings` is a DiffusionSettings, or a Settings object that nests one as `.diffusion`.
+    `settings` is a DiffusionSettings, or a Settings object that nests one as `.diffusion`; `seed` is
+    the job's one seed (`config.Settings.seed`).
     """
     settings = getattr(settings, "diffusion", settings)
     parts = tuple(parts)
@@ -349,7 +352,7 @@ def learn_examples(examples: Sequence[Example], parts: Sequence[str], out_path: 
         if top > len(parts):
             raise ReferenceMaskError(f"reference {ex.name} has label id {top} but only {len(parts)} part(s) were named")
     backbone = backbone or load_backbone(settings.model or None)
-    ctx, deltas, losses, best_step, score = PartLearner(backbone, settings)(
+    ctx, deltas, losses, best_step, score = PartLearner(backbone, settings, seed)(
         examples, parts, val=val, progress=progress, cancel=cancel)
     model = PartModel(parts=parts, context=ctx, backbone_hash=backbone.hash, settings=settings.to_dict(),
                       kv_deltas=deltas)
@@ -357,7 +360,8 @@ def learn_examples(examples: Sequence[Example], parts: Sequence[str], out_path: 
     return LearnResult(out_path, parts, len(losses), losses, best_step, score, backbone.hash)
 
 
-def learn_parts(shot: ShotSpec, out_path: str, settings: DiffusionSettings, *, backbone: Backbone | None = None,
+def learn_parts(shot: ShotSpec, out_path: str, settings: DiffusionSettings, *, seed: int = 0,
+                backbone: Backbone | None = None,
                 holdout: int | None = None, progress: ProgressFn | None = None,
                 cancel: threading.Event | None = None) -> LearnResult:
     """Learn the shot's parts from its references; `holdout` names a reference frame kept for validation."""
@@ -368,5 +372,5 @@ def learn_parts(shot: ShotSpec, out_path: str, settings: DiffusionSettings, *, b
         raise BadInputError(f"holdout frame {holdout} is not a reference frame of {shot.source}")
     if not train:
         raise BadInputError(f"{shot.source}: no reference left to learn from after holding out frame {holdout}")
-    return learn_examples(train, shot.parts, out_path, settings, backbone=backbone, val=val, progress=progress,
-                          cancel=cancel)
+    return learn_examples(train, shot.parts, out_path, settings, seed=seed, backbone=backbone, val=val,
+                          progress=progress, cancel=cancel)

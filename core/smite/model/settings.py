@@ -1,8 +1,9 @@
 """Settings of the SMITE diffusion backend: learning and segmenting, the paper's values as defaults.
 
 One frozen dataclass, one home per tunable number, each with a one-line why (SMITE-METHOD.md is the
-reference). The lead nests it into `config.Settings`; it saves as sorted JSON with a version and
-validates on construction, so a bad value fails before any model is loaded.
+reference). It nests under ``diffusion`` in `config.Settings`, so it decides only this backend's
+mattes; it saves as sorted JSON with a version and validates on construction, so a bad value fails
+before any model is loaded.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any, Mapping
 from ..errors import BadInputError
 from ..settings_json import fields_from_dict
 
-DIFFUSION_SETTINGS_VERSION = 2  # 2: the authors' guided schedule (guide_t_start gone), map readout, GroupNorm, augmentation
+# 2: the authors' guided schedule (guide_t_start gone), map readout, GroupNorm, augmentation;
+# 3: no seed of its own (the one seed is `config.Settings.seed`, passed to learning and segmenting)
+DIFFUSION_SETTINGS_VERSION = 3
 INVERSIONS = ("noise", "ddim")
 MAP_READOUTS = ("official", "softmax_was")
 GROUPNORMS = ("window", "frame")
@@ -88,7 +91,6 @@ class DiffusionSettings:
     tracker: str = "flow"  # point tracker for voting: weight-free "flow" or "cotracker"
     tracker_checkpoint: str = ""  # tracker="cotracker": CoTracker3 .pth or torch.hub folder (CC BY-NC, user-supplied)
     part_model: str = ""  # .smite file from `smite learn`; empty: learn from the shot's references first
-    seed: int = 0  # every random choice derives from this
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:
