@@ -247,3 +247,21 @@ def test_cli_settings_file_of_version_1_with_set_on_top(tmp_path):
     assert settings == Settings.from_dict(V1).replace(
         backend="propagate", propagate=Settings.from_dict(V1).propagate.replace(snap_radius=2),
         diffusion=DiffusionSettings(window=6, overlap=4, part_model="/p.smite"))
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"resolution": 500}, r"diffusion setting 'resolution' must be a multiple of 32 in \[32, 2048\], got 500"),
+    ({"aug_flip": 1.5}, r"diffusion setting 'aug_flip' must be in \[0, 1\], got 1.5"),
+    ({"reg_tau": [0.5, 1.5]}, r"diffusion setting 'reg_tau' must be one or more numbers each in \(0, 1\]"),
+    ({"reg_tau": []}, "diffusion setting 'reg_tau' must be one or more numbers"),
+    ({"inversion": "magic"}, "diffusion setting 'inversion' must be one of noise, ddim"),
+    ({"aug_blur_max": 4}, "diffusion setting 'aug_blur_max' must be an odd number"),
+    ({"learn_lr": float("nan")}, "diffusion setting 'learn_lr' must be a finite number"),
+    ({"window": 4, "overlap": 4}, "diffusion settings: need overlap < window"),
+    ({"ref_t": 3, "ref_t_jitter": 5}, "ref_t_jitter must keep the reference timesteps in 1..999"),
+])
+def test_diffusion_settings_declare_their_ranges(data, needle):
+    with pytest.raises(BadInputError, match=needle):
+        DiffusionSettings.from_dict(data)
+    with pytest.raises(BadInputError):  # however the object is made
+        DiffusionSettings().replace(**data)
