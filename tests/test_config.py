@@ -265,3 +265,17 @@ def test_diffusion_settings_declare_their_ranges(data, needle):
         DiffusionSettings.from_dict(data)
     with pytest.raises(BadInputError):  # however the object is made
         DiffusionSettings().replace(**data)
+
+
+def test_smite_learn_reads_the_one_seed_and_the_diffusion_settings():
+    import argparse
+
+    pytest.importorskip("torch")
+    from smite.cli.learn import add_arguments, learn_settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--shot", "s.json", "--out", "p.smite", "--steps", "7",
+                              "--set", "seed=3", "--set", "kv_phase=false"])
+    settings = learn_settings_from_args(args)
+    assert settings.seed == 3 and settings.diffusion == DiffusionSettings(learn_steps=7, kv_phase=False)
