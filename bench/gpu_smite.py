@@ -26,7 +26,6 @@ from smite.frames import FrameSource
 from smite.method.learn import Example, PartLearner
 from smite.method.segment import WindowSegmenter
 from smite.model.backbone import SCHEDULER_CONFIG, Backbone, load_backbone, make_tiny, write_tiny_tokenizer
-from smite.model.parts import PartModel
 from smite.model.settings import PRESETS, DiffusionSettings
 from smite.track.flow import FlowTracker
 
@@ -129,10 +128,9 @@ def main() -> None:
     sync()
     start = time.perf_counter()
     learner = PartLearner(backbone, settings)
-    context, deltas, _, _, _ = learner([Example(video[0], labels)], ("a", "b"))
+    part_model = learner([Example(video[0], labels)], ("a", "b")).model
     sync()
     print(f"learn: {(time.perf_counter() - start) / args.learn_steps:.3f} s/step")
-    part_model = PartModel(parts=("a", "b"), context=context, backbone_hash=backbone.hash, kv_deltas=deltas)
     pattern = write_plate(tmp, video)
     patterns = (("ours (default: guided)", settings),
                 ("authors' shipped (--preset official)", DiffusionSettings.from_dict(

@@ -2,7 +2,8 @@
 
 The heavy core runs in its own venv as a `smite serve` subprocess (see `corelink`); this package
 uses only the standard library and ``bpy``. Modules that touch ``bpy`` are imported inside
-`register`, so the pure ones (`shotplan`, `corelink`) import anywhere, tests included.
+`register`, so the pure ones (`shotplan`, `corelink`, `hostlink`) import anywhere, tests included.
+`hostlink` is the host-API loader the Nuke plugin uses too.
 """
 
 

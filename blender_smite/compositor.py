@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 import bpy
 
-from . import shotplan
+from . import corelink, shotplan
 
 # 5.0: each scene's compositor is a node *group* of its own (scene.compositing_node_group, a datablock in
 # bpy.data.node_groups) written through a Group Output node; 4.2/4.5: the tree is embedded in the scene
@@ -117,12 +117,12 @@ class TempScene:
         settings.color_depth = "32"
         settings.exr_codec = "ZIP"
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".part.exr"
-        self.scene.render.filepath = tmp
+        atomic = corelink.hostapi("atomic")
+        partial = atomic.partial_path(path)
+        self.scene.render.filepath = partial
         self.scene.render.use_file_extension = False
         bpy.ops.render.render(write_still=True, scene=self.scene.name)
-        os.replace(tmp, path)  # atomic: the core never sees half a reference
-        return path
+        return atomic.commit(partial, path)  # the core never sees half a reference
 
 
 def as_alpha(tree: "bpy.types.NodeTree", output: "bpy.types.NodeSocket") -> "bpy.types.NodeSocket":
@@ -156,6 +156,7 @@ def render_references(mask: "bpy.types.Mask", layers: Sequence[str], parts: Sequ
     (the part is absent on that keyframe). The user's mask is copied, never edited.
     """
     refs: Dict[int, Dict[str, str]] = {}
+    shot_cache = corelink.hostapi("shotcache").ShotCache(cache)
     with TempScene(size[0], size[1]) as temp:
         node = temp.tree.nodes.new("CompositorNodeMask")
         _set_mask_options(node)
@@ -167,7 +168,7 @@ def render_references(mask: "bpy.types.Mask", layers: Sequence[str], parts: Sequ
                 solo.layers.remove(other)
             node.mask = solo
             for frame in keyframes:
-                path = shotplan.reference_path(cache, part, fmap.file_frame(frame))
+                path = shot_cache.reference(part, fmap.file_frame(frame))
                 temp.render(frame, path)
                 if _max_value(path) >= 0.5:
                     refs.setdefault(fmap.file_frame(frame), {})[part] = path

@@ -7,14 +7,13 @@ that is tested. The server process is shared by all jobs of a Blender session (`
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from typing import Any, Dict, List, Optional
 
 import bpy
 
-from . import compositor, corelink, farmjob, shotplan
+from . import compositor, corelink, shotplan
 
 
 class Session:
@@ -28,8 +27,7 @@ class Session:
         if cls.client is not None and cls.key == (core, python) and cls.client.alive:
             return cls.client
         cls.stop()
-        module = corelink.load_client_module(core)
-        cls.client = module.SmiteClient(python=python, env=corelink.server_env(core)).start()
+        cls.client = corelink.load(core, "client").SmiteClient(python=python, core=core).start()
         cls.key = (core, python)
         cls.client.initialize(client="blender_smite", blender=bpy.app.version_string)
         return cls.client
@@ -42,6 +40,18 @@ class Session:
             except Exception:  # shutting down a dead server must not break unregister
                 pass
         cls.client = None
+
+
+def backend_names(context: Any) -> List[str]:
+    """The backends to offer: the running server's, else the located core's fallback list, else none."""
+    if Session.client is not None and Session.client.alive:
+        return corelink.hostapi("jobsettings").backends(Session.client.server_info)
+    prefs = preferences(context) if context is not None else None
+    core, _ = corelink.locate(getattr(prefs, "core_path", ""), getattr(prefs, "python_path", ""))
+    try:
+        return list(corelink.load(core, "jobsettings").BACKENDS)
+    except ImportError:  # no core yet: the panel says so; nothing can run anyway
+        return []
 
 
 def preferences(context: "bpy.types.Context") -> Any:
@@ -129,7 +139,7 @@ class Job:
         props, scene = self.props, self.scene
         if not self.core or not self.python:
             raise shotplan.PlanError("SMITE core not found: set the core folder and Python in the add-on preferences")
-        corelink.load_hostapi_module(self.core, "farmcmd")  # shotplan/farmjob follow the core the preferences name
+        corelink.load(self.core, "farmcmd")  # corelink.hostapi now answers for the core the preferences name
         mask = props.mask
         if mask is None:
             raise shotplan.PlanError("choose a Mask: each of its layers is one part")
@@ -149,15 +159,13 @@ class Job:
                                                         fmap, cache)
         refs = compositor.render_references(mask, layers, self.parts, keyframes, fmap, plate["size"], cache)
         shot = shotplan.build_manifest(plate["pattern"], plate["files"], self.parts, refs, plate["colorspace"],
-                                       name=f"{scene.name} / {mask.name}")
-        os.makedirs(cache, exist_ok=True)
-        with open(os.path.join(cache, "shot.json"), "w", encoding="utf-8") as handle:
-            json.dump(shot, handle, indent=1)  # the same shot can go to the farm
-        digits = max(4, len(str(max(plate["files"]))))
-        self.pattern = shotplan.matte_pattern(cache, digits)
+                                       base_dir=cache, name=f"{scene.name} / {mask.name}")
+        shotcache = corelink.hostapi("shotcache")
+        shot_cache = shotcache.ShotCache(cache)
+        self.shot_path = shotcache.write_manifest(shot_cache, shot)  # the same shot can go to the farm
+        self.pattern = shot_cache.mattes(shotplan.matte_token(plate["files"]))
         self.fmap, self.files, self.cache = fmap, plate["files"], cache
         self.key = f"{scene.name}/{mask.name}"  # which SMITE Matte group this shot feeds
-        self.shot_path = os.path.join(cache, "shot.json")
         field = bpy.path.abspath(props.part_model) if props.part_model else ""
         self.part_model = shotplan.part_model_path(field, cache)
         self.sd_model = bpy.path.abspath(props.sd_model) if props.sd_model else ""
@@ -170,10 +178,11 @@ class Job:
 
     def farm_commands(self) -> List[Any]:
         """After `prepare`: the ``smite farm openjd`` and ``smite farm deadline`` commands for this shot."""
+        farmcmd = corelink.hostapi("farmcmd")
         try:
-            return farmjob.farm_commands(self.python, self.shot_path, self.pattern, self.cache,
+            return farmcmd.farm_commands(self.python, self.shot_path, self.pattern, self.cache,
                                          self.props.farm_chunk, self.props.backend, self.part_model, self.sd_model)
-        except farmjob.FarmError as exc:
+        except farmcmd.FarmError as exc:
             raise shotplan.PlanError(str(exc)) from None
 
     def start(self) -> None:
@@ -189,8 +198,9 @@ class Job:
         """Poll once; update the panel; on success build the results. Returns the job state."""
         snap = self.client.poll(self.job)
         self.state = snap["state"]
-        frac = shotplan.progress_fraction(snap.get("progress"))
-        self._show(frac, shotplan.progress_text(self.state, snap.get("progress")))
+        shown = corelink.hostapi("progress").describe(snap.get("progress"), self.state)
+        frac = shown.fraction
+        self._show(frac, shown.text)
         if self.state == "done":
             self.finish(snap.get("result"))
         elif self.state in ("failed", "cancelled"):

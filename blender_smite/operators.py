@@ -13,7 +13,7 @@ import time
 
 import bpy
 
-from . import farmjob, shotplan
+from . import corelink, shotplan
 from .jobs import Job
 
 POLL_S = 0.25
@@ -139,12 +139,12 @@ class SMITE_OT_send_to_farm(bpy.types.Operator):
             commands = job.farm_commands()
         except (shotplan.PlanError, ImportError, OSError, RuntimeError) as exc:
             return self._report(context, f"farm failed: {exc}", ok=False)
-        core, box = job.core, {}
+        core, box, farmcmd = job.core, {}, corelink.hostapi("farmcmd")
         self._box = box
 
         def work():  # no bpy here: the modal timer (or execute) reads the result on the main thread
             try:
-                box["result"] = (True, farmjob.summary(farmjob.write_farm_files(commands, core=core)))
+                box["result"] = (True, farmcmd.summary(farmcmd.write_farm_files(commands, core=core)))
             except Exception as exc:
                 box["result"] = (False, f"farm failed: {exc}")
 

@@ -5,12 +5,39 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from . import corelink
+from . import corelink, jobs
 
-BACKENDS = [
-    ("propagate", "Propagate", "Weight-free keyframe propagation (no model download)"),
-    ("diffusion", "Diffusion", "SMITE with a Stable Diffusion backbone (needs the weights and, ideally, a GPU)"),
-]
+# What the menu says about a backend; the backends themselves come from the core (`backend_items`).
+BACKEND_HELP = {
+    "propagate": "Weight-free keyframe propagation (no model download)",
+    "diffusion": "SMITE with a Stable Diffusion backbone (needs the weights and, ideally, a GPU)",
+}
+_MENUS: dict = {}  # every item list handed to Blender, kept alive (Blender holds no reference to them)
+
+
+def backend_items(self, context):
+    """The backend menu: the server's backends once one runs, else the core's list (`jobs.backend_names`).
+
+    Numbered by position, as the fixed menu was, so saved scenes keep their choice.
+    """
+    names = tuple(jobs.backend_names(context))
+    if names not in _MENUS:
+        _MENUS[names] = [(n, n.title(), BACKEND_HELP.get(n, n), i) for i, n in enumerate(names)]
+    return _MENUS[names]
+
+
+def _get_farm_chunk(self):
+    """The chunk the artist set, else the core's default (`smite.hostapi.farmcmd.DEFAULT_CHUNK`)."""
+    if "farm_chunk" in self:
+        return int(self["farm_chunk"])
+    try:
+        return int(corelink.hostapi("farmcmd").DEFAULT_CHUNK)
+    except ImportError:  # no core yet: nothing to send to a farm
+        return 1
+
+
+def _set_farm_chunk(self, value):
+    self["farm_chunk"] = int(value)
 
 
 class SmitePreferences(bpy.types.AddonPreferences):
@@ -42,12 +69,12 @@ class SmiteSceneSettings(bpy.types.PropertyGroup):
                               description="Scene frames where the mask is drawn, e.g. 1,12,30 (empty: current frame)")
     use_scene_range: BoolProperty(name="Scene range only", default=True,
                                   description="Segment only plate frames inside the scene's frame range")
-    backend: EnumProperty(name="Backend", items=BACKENDS, default="propagate")
+    backend: EnumProperty(name="Backend", items=backend_items)
     part_model: StringProperty(name="Part model", subtype="FILE_PATH",
                                description="Part model file written by Learn (default: in the shot cache)")
     sd_model: StringProperty(name="SD model", subtype="FILE_PATH",
                              description="Diffusion backend: Stable Diffusion folder or file (empty: $SMITE_MODEL)")
-    farm_chunk: IntProperty(name="Farm chunk", default=16, min=1,
+    farm_chunk: IntProperty(name="Farm chunk", min=1, get=_get_farm_chunk, set=_set_farm_chunk,
                             description="Frames per farm task for Send to farm")
     cache_dir: StringProperty(
         name="Cache", subtype="DIR_PATH",

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Sequence, Tuple
 
 from . import corelink
-
-REF_DIGITS = 5
 
 # Blender colourspace names -> names in the core's OCIO config (pinned CG config); others pass through.
 COLORSPACES = {
@@ -123,28 +121,17 @@ def core_colorspace(blender_name: str) -> str:
     return COLORSPACES.get(blender_name, blender_name)
 
 
-def safe_name(text: str) -> str:
-    """A folder-safe name (scene or mask name) for the shot cache."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "shot"
-
-
 def cache_folder(blend_path: str, scene: str, mask: str, override: str = "", temp: str = "") -> str:
     """Where references and mattes go: ``override`` if set, else ``<blend dir>/smite_cache/<scene>_<mask>``
     (``temp`` dir when the file was never saved)."""
     if override:
         return os.path.abspath(override)
-    root = os.path.dirname(os.path.abspath(blend_path)) if blend_path else (temp or os.getcwd())
-    return os.path.join(root, "smite_cache", f"{safe_name(scene)}_{safe_name(mask)}")
+    return corelink.hostapi("shotcache").default_folder(blend_path, [scene, mask], temp or os.getcwd())
 
 
-def reference_path(cache: str, part: str, file_frame: int) -> str:
-    """The rendered mask of ``part`` at plate file number ``file_frame``."""
-    return os.path.join(cache, "references", f"{part}.{int(file_frame):0{REF_DIGITS}d}.exr")
-
-
-def matte_pattern(cache: str, digits: int = 4) -> str:
-    """The core's output pattern (one multi-part EXR per plate frame, numbered like the plate)."""
-    return os.path.join(cache, "mattes", f"mattes.%0{max(1, int(digits))}d.exr")
+def matte_token(files: Sequence[int]) -> str:
+    """The matte pattern's frame token: as wide as the largest plate file number, at least 4 digits."""
+    return f"%0{max(4, len(str(max(files))))}d"
 
 
 def matte_socket(part: str) -> str:
@@ -154,59 +141,14 @@ def matte_socket(part: str) -> str:
 
 
 def build_manifest(plate: str, frames: Sequence[int], parts: Sequence[str],
-                   references: Mapping[int, Mapping[str, str]], colorspace: str,
-                   name: str = "") -> Dict[str, object]:
-    """The inline shot manifest for ``segment``/``learn``: ``references`` maps file frame -> {part: mask}.
-
-    Checks what the core would reject anyway, but says it in the artist's terms first.
-    """
-    frame_set = set(int(f) for f in frames)
-    if not parts:
-        raise PlanError("the mask has no layers: each mask layer is one part")
-    for part in parts:
-        if not corelink.hostapi("names").PART_NAME.match(part):
-            raise PlanError(f"part name {part!r} must start with a letter and hold only letters, digits, _")
-    if not references:
-        raise PlanError("no keyframes: list the frames where the mask is drawn")
-    refs = []
-    for frame in sorted(references):
-        if frame not in frame_set:
-            raise PlanError(f"keyframe at plate frame {frame} is outside the plate ({format_frames(frames)})")
-        masks = dict(references[frame])
-        if masks:
-            refs.append({"frame": int(frame), "masks": masks})
-    drawn = {p for r in refs for p in r["masks"]}
-    missing = [p for p in parts if p not in drawn]
-    if missing:
-        raise PlanError(f"part '{missing[0]}' is empty on every keyframe")
-    out: Dict[str, object] = {
-        "plate": plate, "frames": format_frames(frames), "parts": list(parts),
-        "references": refs, "colorspace": colorspace,
-    }
-    if name:
-        out["name"] = name
-    return out
-
-
-def progress_fraction(progress: Optional[Mapping[str, object]]) -> float:
-    """0..1 from a ``progress`` notification ``{done, total}`` (0 before the first one)."""
-    if not progress:
-        return 0.0
+                   references: Mapping[int, Mapping[str, str]], colorspace: str, base_dir: str = "",
+                   name: str = "") -> Any:
+    """The shot manifest (`smite.hostapi.shotcache.shot_manifest`); its refusals as a PlanError."""
     try:
-        done, total = float(progress.get("done", 0)), float(progress.get("total", 0))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 0.0
-    return max(0.0, min(1.0, done / total)) if total > 0 else 0.0
-
-
-def progress_text(state: str, progress: Optional[Mapping[str, object]]) -> str:
-    """The panel's status line: ``segment 12/60 (20%)`` style."""
-    if not progress:
-        return state
-    stage = str(progress.get("stage") or state)
-    done, total = progress.get("done"), progress.get("total")
-    pct = int(round(100 * progress_fraction(progress)))
-    return f"{stage} {done}/{total} ({pct}%)" if total else stage
+        return corelink.hostapi("shotcache").shot_manifest(plate, frames, colorspace, parts, references,
+                                                           base_dir=base_dir, name=name, what="mask layer")
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
 
 
 def matte_image_user(fmap: FrameMap, first: int, last: int) -> Tuple[int, int, int]:
@@ -227,7 +169,7 @@ def job_settings(method: str, backend: str, part_model: str = "", sd_model: str 
 
 def part_model_path(field: str, cache: str) -> str:
     """The part model Learn writes and the farm's Learn task targets: the field, else ``<cache>/parts.smite``."""
-    return field or os.path.join(cache, "parts.smite")
+    return field or corelink.hostapi("shotcache").ShotCache(cache).part_model
 
 
 def segment_part_model(field: str, cache: str) -> str:

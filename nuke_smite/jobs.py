@@ -6,16 +6,19 @@ slices so a host cancel flag (``nuke.ProgressTask.isCancelled``) is noticed with
 ``poll_s``, and report the end once through ``on_finish`` with a `JobOutcome`. Callbacks run
 on the runner or client reader thread; the host hops to its UI thread itself.
 
-Needs the core's source folder on ``sys.path`` (`hostconfig.add_core_to_path`).
+The client is the core's ``smite.hostapi.client`` (`hostconfig.hostapi`).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Union
 
-from smite.hostapi.client import ServerDiedError, SmiteClient
-from smite.hostapi.protocol import CANCELLED, RpcError
+from . import hostconfig
+
+_client = hostconfig.hostapi("client")
+ServerDiedError, SmiteClient, RpcError = _client.ServerDiedError, _client.SmiteClient, _client.RpcError
+CANCELLED = hostconfig.hostapi("protocol").CANCELLED
 
 DONE, FAILED, CANCELLED_STATE = "done", "failed", "cancelled"
 
@@ -35,16 +38,6 @@ class JobOutcome:
 
     def __repr__(self) -> str:
         return f"JobOutcome({self.state!r}, message={self.message!r})"
-
-
-def progress_text(params: Dict[str, Any]) -> Tuple[int, str]:
-    """``(percent, message)`` for a ``progress`` notification ``{stage, done, total, message}``."""
-    done, total = int(params.get("done") or 0), int(params.get("total") or 0)
-    percent = int(100 * done / total) if total > 0 else 0
-    stage = str(params.get("stage") or "working")
-    text = f"{stage} {done}/{total}" if total > 0 else stage
-    extra = str(params.get("message") or "")
-    return max(0, min(100, percent)), (f"{text}: {extra}" if extra else text)
 
 
 class JobRunner:

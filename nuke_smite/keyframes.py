@@ -13,10 +13,9 @@ from typing import Iterable, List, Sequence
 
 from . import hostconfig
 
-hostconfig.import_hostapi()  # the core on sys.path when Nuke's init.py did not put it there
-
-from smite.hostapi.frames import format_frames as format_keyframes  # noqa: E402,F401  (knob text, shared with Blender)
-from smite.hostapi.frames import parse_frames as parse_keyframes  # noqa: E402,F401  ("1001, 1010-1012"; [] when empty)
+_frames = hostconfig.hostapi("frames")
+format_keyframes = _frames.format_frames  # knob text, shared with Blender
+parse_keyframes = _frames.parse_frames  # "1001, 1010-1012" -> frames; [] when empty
 
 
 def merge_key_times(times: Iterable[float]) -> List[int]:

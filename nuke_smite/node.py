@@ -17,16 +17,21 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import nuke
 
-from . import farm, hostconfig, render_refs
+from . import hostconfig, render_refs
 from .keyframes import check_in_range, format_keyframes, parse_keyframes
 from .manifest import (
-    CachePaths, build_manifest, channel_name, check_part_names, default_cache_dir, job_settings, layer_name,
-    plate_colorspace, plate_pattern, segment_part_model, write_json_atomic,
+    channel_name, check_part_names, default_cache_dir, job_settings, layer_name, plate_colorspace, plate_pattern,
+    segment_part_model,
 )
+farmcmd = hostconfig.hostapi("farmcmd")  # Send to farm: the core's rules, shared with the Blender add-on
+jobsettings = hostconfig.hostapi("jobsettings")
+progress = hostconfig.hostapi("progress")
+shotcache = hostconfig.hostapi("shotcache")
+
+MATTE_TOKEN = "####"  # the frame token of the matte pattern the inner Read shows
 
 NODE_NAME = "SMITE_Matte"
 MARKER_KNOB = "smite_matte"
-BACKENDS = ("propagate", "diffusion")
 READ_NAME = "smite_mattes"
 COPY_PREFIX = "smite_copy_"
 SEGMENT, LEARN = "segment", "learn"
@@ -88,7 +93,7 @@ def _add_knobs(group: Any) -> None:
         nuke.File_Knob("sd_model", "SD model"),
         nuke.String_Knob("keyframes", "keyframes"),
         nuke.PyScript_Knob("keys_from_roto", "from Roto", _CMD.format("on_keys_from_roto")),
-        nuke.Enumeration_Knob("backend", "backend", list(BACKENDS)),
+        nuke.Enumeration_Knob("backend", "backend", jobsettings.backends()),
         nuke.PyScript_Knob("learn", "Learn", _CMD.format("on_learn")),
         nuke.PyScript_Knob("segment", "Segment", _CMD.format("on_segment")),
         nuke.Int_Knob("farm_chunk", "farm chunk"),
@@ -104,7 +109,7 @@ def _add_knobs(group: Any) -> None:
     group["cache_dir"].setTooltip("shot cache: roto references, shot.json, mattes (empty = next to the script)")
     group["model_file"].setTooltip("part model written by Learn (empty = <shot cache>/parts.smite)")
     group["sd_model"].setTooltip("diffusion backend: Stable Diffusion folder or file (empty = $SMITE_MODEL)")
-    group["farm_chunk"].setValue(farm.DEFAULT_CHUNK)
+    group["farm_chunk"].setValue(farmcmd.DEFAULT_CHUNK)
     group["farm_chunk"].setTooltip("frames per farm task")
     group["send_to_farm"].setTooltip("write <shot cache>/farm/job.yaml (OpenJD) and farm/deadline/ (Deadline 10); "
                                      "nothing is submitted")
@@ -168,15 +173,16 @@ def gather(group: Any) -> Dict[str, Any]:
     core = hostconfig.resolve_core(_file_knob(group, "smite_core"))
     if not core:
         raise ValueError("core source folder not found: set 'core source' to <smite repo>/core")
-    paths = CachePaths(cache)
+    paths = shotcache.ShotCache(cache)
     views = nuke.views()
     return {
         "read": read, "roto": roto, "plate": plate, "first": first, "last": last, "offset": offset,
         "colorspace": colorspace, "parts": parts, "keyframes": frames, "paths": paths, "python": python,
+        "mattes": paths.mattes(MATTE_TOKEN),
         "core": core, "view": views[0] if views else None,
-        "backend": str(group["backend"].value()) or BACKENDS[0],
-        "model": _file_knob(group, "model_file") or paths.model,
-        "segment_model": segment_part_model(_file_knob(group, "model_file"), paths.model),
+        "backend": str(group["backend"].value()) or jobsettings.BACKENDS[0],
+        "model": _file_knob(group, "model_file") or paths.part_model,
+        "segment_model": segment_part_model(_file_knob(group, "model_file"), paths.part_model),
         "sd_model": _file_knob(group, "sd_model"),
     }
 
@@ -191,20 +197,20 @@ def prepare_shot(group: Any, plan: Dict[str, Any]) -> str:
     """Render the roto references and write the shot manifest (main thread); returns its path."""
     task = nuke.ProgressTask("SMITE: rendering roto references")
 
-    def progress(percent: int, message: str) -> bool:
+    def report(percent: int, message: str) -> bool:
         task.setProgress(percent)
         task.setMessage(message)
         return not task.isCancelled()
 
     try:
-        masks = render_refs.render_references(group, plan["roto"], plan["keyframes"], plan["paths"], progress,
+        masks = render_refs.render_references(group, plan["roto"], plan["keyframes"], plan["paths"], report,
                                               frame_offset=plan["offset"], view=plan["view"])
     finally:
         del task
-    paths: CachePaths = plan["paths"]
-    manifest = build_manifest(plan["plate"], plan["first"], plan["last"], plan["colorspace"], plan["parts"],
-                              masks, base_dir=paths.root, name=group.name())
-    return write_json_atomic(paths.manifest, manifest)
+    paths: shotcache.ShotCache = plan["paths"]
+    manifest = shotcache.shot_manifest(plan["plate"], range(plan["first"], plan["last"] + 1), plan["colorspace"],
+                                       plan["parts"], masks, base_dir=paths.root, name=group.name())
+    return shotcache.write_manifest(paths, manifest)
 
 
 # --- buttons -------------------------------------------------------------------------------
@@ -231,7 +237,7 @@ def job_params(plan: Dict[str, Any], method: str, shot: str) -> Dict[str, Any]:
     """The server request for ``method``: Segment writes the mattes, Learn writes the part model."""
     if method == SEGMENT:
         settings = job_settings(SEGMENT, plan["backend"], plan["segment_model"], plan["sd_model"])
-        return {"shot": shot, "out": plan["paths"].mattes, "settings": settings}
+        return {"shot": shot, "out": plan["mattes"], "settings": settings}
     return {"shot": shot, "out": plan["model"], "settings": job_settings(LEARN, plan["backend"], "", plan["sd_model"])}
 
 
@@ -252,12 +258,17 @@ def _prepare(group: Any) -> Optional[Tuple[Dict[str, Any], str]]:
     """
     try:
         plan = gather(group)
-        hostconfig.add_core_to_path(plan["core"])
         set_status(group, "rendering roto references")
         return plan, prepare_shot(group, plan)
     except Exception as exc:
         set_status(group, f"error: {exc}")
         return None
+
+
+def _legacy_note(plan: Dict[str, Any]) -> str:
+    """A status-line note when the shot cache still holds an older layout's folders (never read)."""
+    old = shotcache.legacy_folders(plan["paths"].root)
+    return f" (not used, delete: {', '.join(old)})" if old else ""
 
 
 def start_job(group: Any, method: str) -> Optional[Any]:
@@ -274,19 +285,19 @@ def start_job(group: Any, method: str) -> Optional[Any]:
         return None
     plan, shot = prepared
     try:
-        from . import jobs  # needs smite.hostapi.client, importable only once the core is on sys.path
+        from . import jobs  # loads the core's client: an ImportError names a missing core
     except Exception as exc:
         set_status(group, f"error: {exc}")
         return None
     params = job_params(plan, method, shot)
-    result_info = {"parts": plan["parts"], "mattes": plan["paths"].mattes, "first": plan["first"],
+    result_info = {"parts": plan["parts"], "mattes": plan["mattes"], "first": plan["first"],
                    "last": plan["last"], "offset": plan["offset"], "model": plan["model"]}
     python = plan["python"]
     runner = jobs.JobRunner(lambda: _clients().get(python), method, params,
                             on_finish=lambda outcome: to_main_thread(_finish, group, method, result_info, outcome))
     with _session_lock:
         _session["runners"][name] = runner
-    set_status(group, f"{method}: starting")
+    set_status(group, f"{method}: starting{_legacy_note(plan)}")
     runner.thread = threading.Thread(target=_follow, args=(group, method, runner), name=f"smite-{method}", daemon=True)
     runner.thread.start()
     return runner
@@ -308,20 +319,20 @@ def on_send_to_farm(group: Any) -> Optional[threading.Thread]:
     plan, shot = prepared
     backend = plan["backend"]
     try:
-        commands = farm.farm_commands(plan["python"], shot, plan["paths"].mattes, plan["paths"].root,
+        commands = farmcmd.farm_commands(plan["python"], shot, plan["mattes"], plan["paths"].root,
                                       int(group["farm_chunk"].value()), backend, plan["model"], plan["sd_model"])
-    except (farm.FarmError, ValueError, TypeError) as exc:
+    except (farmcmd.FarmError, ValueError, TypeError) as exc:
         set_status(group, f"error: {exc}")
         return None
 
     def work() -> None:
         try:
-            text = farm.summary(farm.write_farm_files(commands, core=plan["core"]))
+            text = farmcmd.summary(farmcmd.write_farm_files(commands, core=plan["core"]))
         except Exception as exc:  # FarmError, or anything unexpected: the artist must see it
             text = f"farm failed: {exc}"
         to_main_thread(_status_on, group, text)
 
-    set_status(group, "farm: writing job files")
+    set_status(group, f"farm: writing job files{_legacy_note(plan)}")
     thread = threading.Thread(target=work, name="smite-farm", daemon=True)
     with _session_lock:
         _session["farm"][name] = thread
@@ -366,17 +377,15 @@ def _follow(group: Any, method: str, runner: Any) -> None:
     A ProgressTask has no close(): its window goes when the last reference goes, so the
     runner's hooks (a bound ``isCancelled`` holds the task) are cleared when the job ends.
     """
-    from .jobs import progress_text
-
     holder = [nuke.ProgressTask(f"SMITE {method}")]
     holder[0].setMessage("starting the SMITE server")
 
     def on_progress(params: Dict[str, Any]) -> None:
-        percent, message = progress_text(params)
+        shown = progress.describe(params, method)
         if holder:
-            holder[0].setProgress(percent)
-            holder[0].setMessage(message)
-        to_main_thread(_status_on, group, f"{method}: {message}")
+            holder[0].setProgress(shown.percent)
+            holder[0].setMessage(shown.text)
+        to_main_thread(_status_on, group, f"{method}: {shown.text}")
 
     runner.on_progress = on_progress
     runner.should_cancel = lambda: bool(holder) and holder[0].isCancelled()

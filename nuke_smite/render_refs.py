@@ -8,7 +8,8 @@ no undo steps): for each part a temporary copy of the Roto (every knob copied th
 plate's format (a Remove of every plate channel: the artist's bg and its alpha play no part).
 The copy's own ``output`` channel goes to alpha, a Crop to the plate format drops overscan
 (an EXR Write stores the bbox as its data window), and a Write of that alpha renders one
-file per frame, named by plate file frame. The temporary nodes are always deleted.
+file per frame, named by plate file frame (written under a temporary name, then renamed). The
+temporary nodes are always deleted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import nuke
 
 from .keyframes import merge_key_times
-from .manifest import CachePaths
+from .manifest import hostconfig, shotcache
+
+atomic = hostconfig.hostapi("atomic")
 
 ROTO_CLASSES = ("Roto", "RotoPaint")
 PASS_THROUGH = ("Dot",)  # nodes that may sit between a source and the group's input: they change nothing
@@ -155,10 +158,10 @@ def part_roto(roto: Any, keep: int, bg: Any) -> Any:
     return temp
 
 
-def render_references(group: Any, roto: Any, frames: Sequence[int], paths: CachePaths,
+def render_references(group: Any, roto: Any, frames: Sequence[int], paths: shotcache.ShotCache,
                       progress: Optional[Callable[[int, str], bool]] = None, frame_offset: int = 0,
                       view: Optional[str] = None) -> Dict[int, Dict[str, str]]:
-    """Write ``refs/<part>.<file frame>.exr`` for every part at every timeline frame; ``{file frame: {part: path}}``.
+    """Render every part at every timeline frame into the shot cache's references; ``{file frame: {part: path}}``.
 
     ``frame_offset`` is the plate Read's timeline-minus-file frame offset: Roto keys and
     ``nuke.execute`` count timeline frames, the core counts plate file frames. ``view``: the one
@@ -166,7 +169,7 @@ def render_references(group: Any, roto: Any, frames: Sequence[int], paths: Cache
     thread. ``progress(percent, message)`` returning False stops early (artist cancel).
     """
     layers = part_layers(roto)
-    os.makedirs(paths.refs_dir, exist_ok=True)
+    os.makedirs(paths.references, exist_ok=True)
     plate_in = group.node("plate")
     fmt = plate_in.format()
     masks: Dict[int, Dict[str, str]] = {int(f) - frame_offset: {} for f in frames}
@@ -206,13 +209,14 @@ def render_references(group: Any, roto: Any, frames: Sequence[int], paths: Cache
                 if progress is not None and progress(int(100 * done / total), f"roto {part} @ {frame}") is False:
                     raise RenderCancelled("cancelled while rendering roto references")
                 plate_frame = int(frame) - frame_offset
-                target = paths.ref_file(part, plate_frame)
-                write["file"].setValue(target.replace(os.sep, "/"))  # named by plate frame, not timeline frame
+                target = paths.reference(part, plate_frame)  # named by plate frame, not timeline frame
+                partial = atomic.partial_path(target)  # renamed once whole: the core never reads half a file
+                write["file"].setValue(partial.replace(os.sep, "/"))
                 if views is None:
                     nuke.execute(write, int(frame), int(frame), 1)
                 else:
                     nuke.execute(write, int(frame), int(frame), 1, views)
-                masks[plate_frame][part] = target
+                masks[plate_frame][part] = atomic.commit(partial, target)
                 done += 1
             temps.remove(temp)
             copy.setInput(1, None)

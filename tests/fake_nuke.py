@@ -840,9 +840,12 @@ class FakeNuke(types.ModuleType):
         if unknown:
             raise ValueError(f"fake nuke: no view {unknown[0]!r} in this script")
         for frame in range(start, end + 1, incr):
-            self.calls.append(("execute", node.name(), frame, node["file"].getEvaluatedValue(), rendered))
+            path = node["file"].getEvaluatedValue()
+            self.calls.append(("execute", node.name(), frame, path, rendered))
             if self.renderer is not None:
                 self.renderer(node, frame)
+            _write_output(path)
+
 
     def executeInMainThread(self, call: Callable[..., Any], args: Any = (), kwargs: Optional[Dict] = None) -> None:
         """Queue ``call`` for `pump`. dev guide "Threading": "Do not run the above functions from
@@ -896,6 +899,13 @@ class FakeNuke(types.ModuleType):
 
     def message(self, text: str) -> None:
         self.calls.append(("message", text))
+
+
+def _write_output(path: str) -> None:
+    """A Write always leaves its file: an empty one stands in when no renderer wrote pixels."""
+    folder, name = os.path.split(path)
+    if name and not re.search(r"#|%0?\d*d", name) and os.path.isdir(folder or ".") and not os.path.exists(path):
+        open(path, "wb").close()
 
 
 def install() -> FakeNuke:

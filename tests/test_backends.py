@@ -42,3 +42,4 @@ def test_reading_the_table_and_settings_imports_no_backend():
     env = {**os.environ, "PYTHONPATH": CORE}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert json.loads(out) == []
+

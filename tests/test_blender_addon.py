@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,13 +25,29 @@ sys.path.insert(0, os.path.join(ROOT, "install"))
 sys.path.insert(0, ROOT)
 
 import blender_install  # noqa: E402
-from blender_smite import corelink, shotplan  # noqa: E402  (pure modules: no bpy needed)
+from blender_smite import corelink, hostlink, shotplan  # noqa: E402  (pure modules: no bpy needed)
 
 BLENDER_VERSIONS = ("4.2", "4.5", "5.0")  # the releases install/setup.sh --blender sets up
 
 
 def blender_python(version: str) -> str:
     return os.path.join(ROOT, f".venv-blender-{version}", "bin", "python")
+
+
+@pytest.fixture
+def fresh_hostapi():
+    """No host API loaded, as in a fresh Blender; afterwards the modules loaded before are back, so
+    modules that bound them at import (the Nuke node's) still hold the loaded ones."""
+    def ours():
+        return {n: m for n, m in sys.modules.items() if n.split(".")[0] == hostlink.PACKAGE}
+
+    before = ours()
+    for name in before:
+        del sys.modules[name]
+    yield
+    for name in ours():
+        del sys.modules[name]
+    sys.modules.update(before)
 
 
 # --- pure planning ------------------------------------------------------------------------------
@@ -83,8 +100,11 @@ def test_build_manifest_checks_in_artist_terms():
         shotplan.build_manifest("/p/%05d.jpg", [1, 2], ["chair"], refs, "sRGB - Texture")
     with pytest.raises(shotplan.PlanError, match="part 'arm' is empty"):
         shotplan.build_manifest("/p/%05d.jpg", range(20), ["chair", "arm"], refs, "sRGB - Texture")
-    with pytest.raises(shotplan.PlanError, match="no layers"):
+    with pytest.raises(shotplan.PlanError, match="no parts: each mask layer is one part"):
         shotplan.build_manifest("/p/%05d.jpg", range(20), [], refs, "sRGB - Texture")
+    # masks in the cache are written relative to it (shot.json sits there; the server gets base_dir)
+    shot = shotplan.build_manifest("/p/%05d.jpg", range(20), ["chair"], refs, "sRGB - Texture", base_dir="/c")
+    assert shot["references"] == [{"frame": 0, "masks": {"chair": "r/chair.00000.exr"}}]
 
 
 def test_manifest_is_accepted_by_the_core(tmp_path):
@@ -100,14 +120,11 @@ def test_misc_helpers(tmp_path):
     assert shotplan.format_frames([5, 1, 2, 3, 7]) == "1-3,5,7"
     assert shotplan.core_colorspace("Linear Rec.709") == "Linear Rec.709 (sRGB)"
     assert shotplan.core_colorspace("My Log") == "My Log"
-    assert shotplan.progress_fraction({"done": 3, "total": 12}) == 0.25
-    assert shotplan.progress_fraction({"done": 3, "total": 0}) == 0.0
-    assert shotplan.progress_text("running", {"stage": "segment", "done": 3, "total": 12}) == "segment 3/12 (25%)"
     blend = str(tmp_path / "shots" / "a.blend")
     want = tmp_path / "shots" / "smite_cache" / "Scene_1_Roto_x"
     assert shotplan.cache_folder(blend, "Scene 1", "Roto/x") == str(want)
     assert shotplan.cache_folder("", "S", "M", temp=str(tmp_path)) == str(tmp_path / "smite_cache" / "S_M")
-    assert shotplan.matte_pattern("/c", 5) == os.path.join("/c", "mattes", "mattes.%05d.exr")
+    assert shotplan.matte_token([3, 99999]) == "%05d" and shotplan.matte_token([0, 5]) == "%04d"
 
 
 def test_job_settings_and_part_model(tmp_path):
@@ -121,34 +138,38 @@ def test_job_settings_and_part_model(tmp_path):
     assert shotplan.segment_part_model("", cache) == os.path.join(cache, "parts.smite")
 
 
-def test_farmjob_is_the_privately_loaded_hostapi(tmp_path):
-    """Farm rules live in smite.hostapi.farmcmd (tests/test_hostapi.py); farmjob names the privately loaded copy."""
-    from blender_smite import farmjob
-
-    kit = corelink.load_hostapi_module(os.path.join(ROOT, "core"), "farmcmd")
-    assert kit.__name__ == corelink.PRIVATE_PACKAGE + ".farmcmd"
-    assert kit.__file__ == os.path.join(ROOT, "core", "smite", "hostapi", "farmcmd.py")
+def test_the_host_api_is_loaded_privately_and_follows_the_core_loaded_last(tmp_path, fresh_hostapi):
+    """Farm rules live in smite.hostapi.farmcmd (tests/test_hostapi.py); the add-on uses the privately loaded copy."""
+    core = os.path.join(ROOT, "core")
+    kit = corelink.load(core, "farmcmd")
+    assert kit.__name__ == hostlink.PACKAGE + ".farmcmd"
+    assert kit.__file__ == os.path.join(core, "smite", "hostapi", "farmcmd.py")
     assert corelink.hostapi("farmcmd") is kit
-    for name in farmjob.NAMES:
-        assert getattr(farmjob, name) is getattr(kit, name)
-    with pytest.raises(AttributeError):
-        farmjob.nothing_here  # noqa: B018
-    with pytest.raises(farmjob.FarmError, match="at least 1"):
-        farmjob.farm_commands("/v/python", "/c/shot.json", "/c/m.%04d.exr", "/c", 0)
+    with pytest.raises(kit.FarmError, match="at least 1"):
+        kit.farm_commands("/v/python", "/c/shot.json", "/c/m.%04d.exr", "/c", 0)
     with pytest.raises(ImportError, match="no SMITE core"):
-        corelink.load_hostapi_module("/nonexistent", "farmcmd")
+        corelink.load("/nonexistent", "farmcmd")
+    with pytest.raises(ImportError, match="has no smite/hostapi/nothing.py"):
+        corelink.load(core, "nothing")
+    other = tmp_path / "other"
+    _fake_core(other)
+    moved = corelink.load(str(other / "core"), "names")  # another core folder: the loaded one is replaced
+    assert moved.__file__ == str(other / "core" / "smite" / "hostapi" / "names.py")
+    assert corelink.hostapi("frames").__file__ == str(other / "core" / "smite" / "hostapi" / "frames.py")
+    assert corelink.load(core, "names").__file__ == os.path.join(core, "smite", "hostapi", "names.py")
 
 
 # --- finding the core ---------------------------------------------------------------------------
 
 def _fake_core(root):
-    (root / "core" / "smite" / "hostapi").mkdir(parents=True)
-    (root / "core" / "smite" / "hostapi" / "client.py").write_text("")
+    """A core folder holding a copy of this checkout's host API, and a venv with a (fake) python."""
+    shutil.copytree(os.path.join(ROOT, "core", "smite", "hostapi"), str(root / "core" / "smite" / "hostapi"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
     (root / ".venv" / "bin").mkdir(parents=True)
     (root / ".venv" / "bin" / "python").write_text("")
 
 
-def test_locate_order(tmp_path):
+def test_locate_order(tmp_path, fresh_hostapi):
     addon = tmp_path / "repo" / "blender_smite"
     addon.mkdir(parents=True)
     _fake_core(tmp_path / "repo")
@@ -168,15 +189,6 @@ def test_locate_order(tmp_path):
     got = corelink.locate(str(repo / "core"), str(repo / ".venv"), env=env, addon_dir=str(addon))
     assert got == (str(repo / "core"), str(repo / ".venv" / "bin" / "python"))
     assert corelink.locate(env={}, addon_dir=str(tmp_path / "nowhere" / "x")) == ("", "")
-
-
-def test_client_module_loads_privately_from_the_core():
-    module = corelink.load_client_module(os.path.join(ROOT, "core"))
-    assert module.__name__ == corelink.PRIVATE_PACKAGE + ".client"
-    assert module.__file__ == os.path.join(ROOT, "core", "smite", "hostapi", "client.py")
-    assert hasattr(module, "SmiteClient")
-    with pytest.raises(ImportError, match="no SMITE core"):
-        corelink.load_client_module("/nonexistent")
 
 
 def test_addon_imports_only_stdlib_bpy_and_itself():
@@ -244,6 +256,11 @@ def test_segment_in_real_blender(tmp_path, version):
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     info = json.loads((out / "result.json").read_text())
     assert info["addon"] == "bl_ext.user_default.blender_smite" and info["blender"].startswith(version + ".")
+    # the backend menu: the core's fallback list before a server runs, the server's capabilities after
+    from smite.hostapi import farmcmd, jobsettings
+
+    assert info["backend_menus"] == {"before": list(jobsettings.BACKENDS), "server": list(jobsettings.BACKENDS)}
+    assert info["farm_chunk_default"] == farmcmd.DEFAULT_CHUNK
 
     # the reference Blender rasterised covers the polygon drawn around the chair (y not flipped)
     ref = read_mask(info["reference"]) > 0.5

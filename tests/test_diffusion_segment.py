@@ -13,9 +13,9 @@ pytest.importorskip("diffusers")
 
 from smite.backends.diffusion import DiffusionBackend  # noqa: E402
 from smite.config import Settings, load_shot  # noqa: E402
+from smite.engine import learn_parts  # noqa: E402
 from smite.frames import FrameSource  # noqa: E402
 from smite.io.image import read_label_map  # noqa: E402
-from smite.method.learn import learn_parts  # noqa: E402
 from smite.method.segment import (  # noqa: E402
     ADAM_BETAS, WindowSegmenter, adam_update, ddim_move, plan_windows, reference_timestep, voted_labels, window_seed,
 )
@@ -51,7 +51,7 @@ def shot_and_model(tmp_path_factory):
     (root / "shot.json").write_text(json.dumps(manifest))
     shot = load_shot(str(root / "shot.json"))
     backbone = load_backbone(tiny)
-    result = learn_parts(shot, str(root / "parts.smite"), FAST, backbone=backbone)
+    result = learn_parts(shot, str(root / "parts.smite"), Settings(diffusion=FAST), backbone=backbone)
     return shot, backbone, result.path
 
 
@@ -228,7 +228,7 @@ def test_reg_tau_of_each_guided_step_reaches_the_energy(shot_and_model):
                           tracker=None)
     z0, noise, s_ref = _latents_and_ref(seg, backbone, _window(shot))
     _, maps = seg._maps(backbone.scheduler.add_noise(z0, noise, torch.tensor([104])), 104)
-    from smite.method.lowpass import smite_reg_energy
+    from smite.method.energies import smite_reg_energy
 
     cur, ref = maps.permute(2, 0, 1).reshape(3, -1, 8, 8), s_ref.permute(2, 0, 1).reshape(3, -1, 8, 8)
     for step, tau in ((0, 0.999), (1, 0.4), (2, 0.4)):

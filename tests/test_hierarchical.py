@@ -190,11 +190,12 @@ def test_main_pass_runs_on_each_frames_crop_and_is_pasted_back(monkeypatch):
     """The coarse pass is reference-only on 18-frame windows (inference.py:84, hierarchical l.66); the
     main pass gets each frame's crop (l.163); its maps are pasted in the box, background outside (l.116-117)."""
     import smite.backends.diffusion as diffusion
+    import smite.method.pipeline as pipeline
     from smite.config import Settings
     from smite.frames import FrameSource
     from smite.model.parts import PartModel
 
-    monkeypatch.setattr(diffusion, "WindowSegmenter", _FakeSegmenter)
+    monkeypatch.setattr(pipeline, "WindowSegmenter", _FakeSegmenter)
     _FakeSegmenter.calls = []
     backbone = types.SimpleNamespace(unet=torch.nn.Linear(1, 1), hash="fake")
     parts = PartModel(parts=("a", "b"), context=torch.zeros(3, 4), backbone_hash="fake", settings={}, kv_deltas={})
@@ -233,6 +234,7 @@ def test_high_aspect_plate_gets_a_square_crop_coarse_pass(monkeypatch, tmp_path)
     import cv2
 
     import smite.backends.diffusion as diffusion
+    import smite.method.pipeline as pipeline
     from smite.config import Settings
     from smite.frames import FrameSource
     from smite.method.segment import WindowResult
@@ -253,7 +255,7 @@ def test_high_aspect_plate_gets_a_square_crop_coarse_pass(monkeypatch, tmp_path)
                 return WindowResult(probs=s.softmax(1), maps=s.flatten(2).transpose(1, 2))
             return super().__call__(frames, seed, carried)
 
-    monkeypatch.setattr(diffusion, "WindowSegmenter", Fake)
+    monkeypatch.setattr(pipeline, "WindowSegmenter", Fake)
     backbone = types.SimpleNamespace(unet=torch.nn.Linear(1, 1), hash="fake")
     parts = PartModel(parts=("a", "b"), context=torch.zeros(3, 4), backbone_hash="fake", settings={}, kv_deltas={})
     source = FrameSource(str(tmp_path / "w.####.png"), [0, 1, 2], "sRGB - Texture")
@@ -277,11 +279,12 @@ def test_tiles_each_run_the_main_pass_with_their_own_carry(monkeypatch):
     (210x315 of the 240x360 plate) and carries its own maps into the next window (slicing.py:49-56
     runs every crop through its own windows)."""
     import smite.backends.diffusion as diffusion
+    import smite.method.pipeline as pipeline
     from smite.config import Settings
     from smite.frames import FrameSource
     from smite.model.parts import PartModel
 
-    monkeypatch.setattr(diffusion, "WindowSegmenter", _FakeSegmenter)
+    monkeypatch.setattr(pipeline, "WindowSegmenter", _FakeSegmenter)
     _FakeSegmenter.calls = []
     backbone = types.SimpleNamespace(unet=torch.nn.Linear(1, 1), hash="fake")
     parts = PartModel(parts=("a", "b"), context=torch.zeros(3, 4), backbone_hash="fake", settings={}, kv_deltas={})
@@ -293,3 +296,25 @@ def test_tiles_each_run_the_main_pass_with_their_own_carry(monkeypatch):
     calls = _FakeSegmenter.calls
     assert len(calls) == 8 and all(shape == (210, 315, 3) for c in calls for shape in c[1])
     assert [c[2] for c in calls] == [[]] * 4 + [[0, 1]] * 4  # windows [0-3], [2-5]: frames 2, 3 carried per tile
+
+
+def test_the_video_loop_runs_on_plain_arrays_and_stops_after_the_last_wanted_frame(monkeypatch):
+    """`method.pipeline.segment_video` needs no backend or files: any object with plate, frame_numbers,
+    size and get. Windows [0-3], [2-5], [4-7], [6-9]: frame 1 is finished by the first window, frame 2 by
+    the second (which gets frames 2, 3 carried); the loop stops there."""
+    import smite.method.pipeline as pipeline
+
+    class Video:
+        plate, frame_numbers, size = "arrays", list(range(10)), (40, 60)
+
+        def get(self, frame):
+            return np.full((40, 60, 3), frame / 10, np.float32)
+
+    monkeypatch.setattr(pipeline, "WindowSegmenter", _FakeSegmenter)
+    _FakeSegmenter.calls = []
+    s = DiffusionSettings(resolution=64, window=4, overlap=2, hierarchical=False)
+    out = list(pipeline.segment_video(None, torch.zeros(3, 4), 3, Video(), [2, 1], s, temporal=True, tracker=None,
+                                      vote_frames=15, seed=0))
+    assert [f for f, _ in out] == [1, 2]
+    assert [len(c[1]) for c in _FakeSegmenter.calls] == [4, 4] and [c[2] for c in _FakeSegmenter.calls] == [[], [0, 1]]
+    assert all(p.shape == (3, 43, 64) and (p.argmax(0) == 2).all() for _, p in out)

@@ -1,4 +1,4 @@
-"""smite.hostapi: the frame lists, job settings and farm files both host frontends share.
+"""smite.hostapi: the frame lists, job settings, shot cache, manifest and farm files both host frontends share.
 
 The frontends' own tests (test_nuke_pure, test_blender_addon) check only what each adds on top
 (Blender's default keyframe and PlanError, Nuke's stripped knob values) and that they use these.
@@ -6,12 +6,13 @@ The frontends' own tests (test_nuke_pure, test_blender_addon) check only what ea
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 import pytest
 
-from smite.hostapi import farmcmd, jobsettings
+from smite.hostapi import atomic, farmcmd, jobsettings, progress, shotcache
 from smite.hostapi import frames as framelist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -155,3 +156,131 @@ def test_farm_files_written_by_the_core_cli(tmp_path):
     assert params["ChunkSize"] == 25 and params["Frames"] == "0-59" and params["OutputPattern"] == out
     assert [step.name for step in template.steps] == ["Segment"]
     assert farmcmd.summary(written).startswith(f"farm files in {tmp_path / 'farm'}: job.yaml, deadline/")
+
+
+# --- shot cache and manifest ------------------------------------------------------------------------
+
+def test_shot_cache_layout(tmp_path):
+    cache = shotcache.ShotCache(str(tmp_path))
+    assert cache.manifest == str(tmp_path / "shot.json") and cache.part_model == str(tmp_path / "parts.smite")
+    assert cache.reference("seat", 7) == str(tmp_path / "references" / "seat.0007.exr")
+    assert cache.reference("seat", 12345) == str(tmp_path / "references" / "seat.12345.exr")
+    assert cache.mattes() == str(tmp_path / "mattes" / "mattes.####.exr")
+    assert cache.mattes("%05d") == str(tmp_path / "mattes" / "mattes.%05d.exr")
+    assert shotcache.default_folder(str(tmp_path / "shots" / "a.blend"), ["Scene 1", "Roto/x"], "/t") == str(
+        tmp_path / "shots" / "smite_cache" / "Scene_1_Roto_x")
+    assert shotcache.default_folder("", ["..", "M"], "/t") == os.path.join("/t", "smite_cache", "shot_M")
+
+
+def test_old_layout_folders_are_named_not_read(tmp_path):
+    cache = shotcache.ShotCache(str(tmp_path))
+    assert shotcache.legacy_folders(cache.root) == []
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "a.0010.exr").write_bytes(b"old")
+    assert shotcache.legacy_folders(cache.root) == [str(tmp_path / "refs")]
+    shot = shotcache.shot_manifest("/p.%04d.exr", range(10, 21), "Raw", ["a"], {10: {"a": cache.reference("a", 10)}},
+                                   base_dir=cache.root)
+    assert shot["references"] == [{"frame": 10, "masks": {"a": "references/a.0010.exr"}}]
+
+
+def test_shot_manifest_is_read_by_the_core(tmp_path):
+    from smite.config import ShotSpec
+
+    cache = shotcache.ShotCache(str(tmp_path))
+    masks = {12: {"b": cache.reference("b", 12)}, 10: {"a": cache.reference("a", 10), "b": "/elsewhere/b.exr"},
+             15: {}}
+    data = shotcache.shot_manifest("/plates/p.%04d.exr", range(10, 21), "Raw", ["a", "b"], masks,
+                                   base_dir=cache.root, name="sh010")
+    assert data["frames"] == "10-20" and data["parts"] == ["a", "b"] and data["name"] == "sh010"
+    assert [r["frame"] for r in data["references"]] == [10, 12]  # a keyframe with no masks is left out
+    assert data["references"][0]["masks"] == {"a": "references/a.0010.exr", "b": "/elsewhere/b.exr"}
+    assert shotcache.write_manifest(cache, data) == cache.manifest
+    with open(cache.manifest, encoding="utf-8") as handle:
+        spec = ShotSpec.from_dict(json.load(handle), str(tmp_path))
+    assert spec.references[1].masks["b"] == cache.reference("b", 12)
+    assert spec.frames == tuple(range(10, 21)) and spec.colorspace == "Raw"
+    assert os.listdir(str(tmp_path)) == ["shot.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("parts, masks, word", [
+    (["a"], {30: {"a": "/x"}}, "keyframe 30 is outside the plate's frames 10-20"),
+    (["a"], {10: {"z": "/x"}}, "keyframe 10: unknown part 'z'"),
+    (["a"], {10: {}}, "no keyframes"), (["a"], {}, "no keyframes"),
+    (["a", "b"], {10: {"a": "/x"}}, "part 'b' is empty on every keyframe"),
+    ([], {10: {"a": "/x"}}, "no parts"), (["a b"], {10: {"a b": "/x"}}, "'a b' is not a valid part name"),
+    (["a", "a"], {10: {"a": "/x"}}, "two parts are called 'a'"),
+])
+def test_shot_manifest_refuses_in_one_line(parts, masks, word):
+    with pytest.raises(ValueError, match=word) as info:
+        shotcache.shot_manifest("/p.%04d.exr", range(10, 21), "Raw", parts, masks, "/c")
+    assert "\n" not in str(info.value)
+
+
+def test_atomic_writes_replace_whole_files(tmp_path):
+    target = tmp_path / "sub" / "a.json"
+    assert atomic.write_json(str(target), {"x": [1, 2]}) == str(target)
+    assert json.loads(target.read_text()) == {"x": [1, 2]}
+    atomic.write_text(str(target), "second\n")
+    assert target.read_text() == "second\n" and os.listdir(str(tmp_path / "sub")) == ["a.json"]
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):  # a failed write leaves the old file and no temporary
+        atomic.write_json(str(target), {"x": Boom()})
+    assert target.read_text() == "second\n" and os.listdir(str(tmp_path / "sub")) == ["a.json"]
+    partial = atomic.partial_path(str(tmp_path / "r.0001.exr"))
+    assert os.path.dirname(partial) == str(tmp_path) and partial.endswith("r.0001.exr")
+    with open(partial, "wb") as handle:  # as a renderer writes it
+        handle.write(b"exr")
+    assert atomic.commit(partial, str(tmp_path / "r.0001.exr")) == str(tmp_path / "r.0001.exr")
+    assert not os.path.exists(partial) and (tmp_path / "r.0001.exr").read_bytes() == b"exr"
+
+
+# --- progress, backends ---------------------------------------------------------------------------
+
+def test_progress_is_one_line_and_a_fraction():
+    shown = progress.describe({"stage": "segment", "done": 3, "total": 12, "message": "frame 1003"}, "running")
+    assert shown == (0.25, "segment 3/12 (25%): frame 1003") and shown.percent == 25
+    assert progress.describe({"stage": "segment", "done": 2, "total": 3}).text == "segment 2/3 (66%)"  # floor
+    assert progress.describe({"stage": "load", "done": 0, "total": 0}) == (0.0, "load")
+    assert progress.describe({"done": 5, "total": 4}, "learn") == (1.0, "learn 5/4 (100%)")
+    assert progress.describe(None, "queued") == (0.0, "queued")
+    assert progress.describe({"done": "x", "total": 3}, "segment") == (0.0, "segment")  # unreadable counts
+
+
+def test_backends_come_from_the_server_else_the_fallback_the_core_accepts():
+    from smite.backends import BACKEND_NAMES as CORE_BACKENDS
+
+    assert jobsettings.backends() == list(jobsettings.BACKENDS) == list(CORE_BACKENDS)
+    assert jobsettings.backends({"capabilities": {"backends": ["propagate", "other"]}}) == ["propagate", "other"]
+    assert jobsettings.backends({"capabilities": {"backends": []}}) == list(jobsettings.BACKENDS)
+    assert jobsettings.backends({"capabilities": {"backends": "propagate"}}) == list(jobsettings.BACKENDS)
+    assert jobsettings.BACKENDS[0] == "propagate"  # the default: weight-free
+
+
+def test_the_farm_chunk_default_is_the_cores():
+    from smite.farm.job import DEFAULT_CHUNK
+
+    assert farmcmd.DEFAULT_CHUNK == DEFAULT_CHUNK
+
+
+# --- the core's python -----------------------------------------------------------------------------
+
+def test_find_python_order_venv_folders_and_the_guess_beside_the_core(tmp_path):
+    from smite.hostapi import locate
+
+    core = tmp_path / "repo" / "core"
+    core.mkdir(parents=True)
+    venv_python = tmp_path / "repo" / ".venv" / "bin" / "python"
+    assert locate.venv_python(str(tmp_path / "repo" / ".venv")) == str(venv_python)
+    assert locate.find_python("", {}, str(core), environ={}) == ""  # the guess counts only once it exists
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text("")
+    assert locate.find_python("", {}, str(core), environ={}) == str(venv_python)
+    record = {"python": "/rec/python"}
+    env = {"SMITE_PYTHON": "/env/python"}
+    assert locate.find_python("", record, str(core), environ={}) == "/rec/python"  # given: wins even if missing
+    assert locate.find_python("", record, str(core), environ=env) == "/env/python"
+    assert locate.find_python(" /knob/python ", record, str(core), environ=env) == "/knob/python"
+    assert locate.find_python(str(tmp_path / "repo" / ".venv"), {}, "", environ={}) == str(venv_python)

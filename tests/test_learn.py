@@ -12,12 +12,11 @@ pytest.importorskip("diffusers")
 
 from smite.cli.main import main  # noqa: E402
 from smite.io.image import read_label_map, read_rgb  # noqa: E402
-from smite.method.learn import (  # noqa: E402
-    Example, PartLearner, class_weights, frequency_loss, initial_context, learn_examples, part_losses,
-)
+from smite.method.energies import class_weights, frequency_loss, part_losses  # noqa: E402
+from smite.method.learn import Example, PartLearner, initial_context  # noqa: E402
 from smite.model.backbone import load_backbone, make_tiny  # noqa: E402
 from smite.model.encode import encode_prompt, unet_with_maps  # noqa: E402
-from smite.model.parts import load_part_model  # noqa: E402
+from smite.model.parts import load_part_model, save_part_model  # noqa: E402
 from smite.model.settings import DiffusionSettings  # noqa: E402
 
 CHAIR = os.path.join(os.path.dirname(__file__), "data", "chair")
@@ -176,30 +175,32 @@ def test_learn_two_parts_loss_decreases_and_file_round_trips(tiny, tmp_path):
     settings = DiffusionSettings(resolution=64, learn_steps=24, kv_start_epoch=8, val_every=8, **NO_AUG)
     examples = [chair_example(0), chair_example(30)]
     seen = []
-    result = learn_examples(examples, ("left", "right"), str(tmp_path / "p.smite"), settings, backbone=backbone,
-                            val=[examples[1]], progress=lambda *a: seen.append(a))
+    result = PartLearner(backbone, settings)(examples, ("left", "right"), val=[examples[1]],
+                                             progress=lambda *a: seen.append(a))
     assert result.steps == 24 and len(seen) == 24 and seen[-1][:3] == ("learn", 24, 24)
     assert np.mean(result.losses[-4:]) < np.mean(result.losses[:4])
     assert result.val_miou is not None and result.best_step in (8, 16, 24)
-    model = load_part_model(result.path, backbone_hash=backbone.hash)
+    assert not os.listdir(tmp_path)  # learning writes nothing; the caller saves the part model
+    path = save_part_model(str(tmp_path / "p.smite"), result.model)
+    model = load_part_model(path, backbone_hash=backbone.hash)
     assert model.parts == ("left", "right") and model.context.shape == (77, 32)
+    torch.testing.assert_close(model.context, result.model.context)
     cross_attentions = [n for n, _ in backbone.unet.named_modules() if n.endswith("attn2")]
     assert sorted(model.kv_deltas) == sorted(f"{n}.{w}" for n in cross_attentions for w in ("to_k", "to_v"))
     for k, v in backbone.unet.state_dict().items():  # the backbone is left as it was found
         if k in before:
             torch.testing.assert_close(v, before[k])
     # same seed, same result
-    again = learn_examples(examples, ("left", "right"), str(tmp_path / "q.smite"), settings.replace(kv_phase=False,
-                           learn_steps=3), backbone=backbone)
-    third = learn_examples(examples, ("left", "right"), str(tmp_path / "r.smite"), settings.replace(kv_phase=False,
-                           learn_steps=3), backbone=backbone)
+    short = settings.replace(kv_phase=False, learn_steps=3)
+    again = PartLearner(backbone, short)(examples, ("left", "right"))
+    third = PartLearner(backbone, short)(examples, ("left", "right"))
     assert again.losses == third.losses
-    torch.testing.assert_close(load_part_model(again.path).context, load_part_model(third.path).context)
-    assert not load_part_model(again.path).kv_deltas
+    torch.testing.assert_close(again.model.context, third.model.context)
+    assert not again.model.kv_deltas
     # the k/v phase moves the cross-attention weights (and only those) once it starts
-    kv = learn_examples(examples, ("left", "right"), str(tmp_path / "kv.smite"), settings.replace(
-        learn_steps=3, kv_start_epoch=1, kv_lr=1e-3), backbone=backbone)
-    deltas = load_part_model(kv.path).kv_deltas
+    kv_settings = settings.replace(learn_steps=3, kv_start_epoch=1, kv_lr=1e-3)
+    kv = PartLearner(backbone, kv_settings)(examples, ("left", "right"))
+    deltas = kv.model.kv_deltas
     assert max(float(d.abs().max()) for d in deltas.values()) > 1e-5
 
 
@@ -224,9 +225,9 @@ def test_cli_learn_from_reference_folder(tiny, tmp_path):
 def test_learn_parts_from_shot_with_holdout(tiny, tmp_path):
     import json
 
-    from smite.config import load_shot
+    from smite.config import Settings, load_shot
+    from smite.engine import learn_parts
     from smite.errors import BadInputError
-    from smite.method.learn import learn_parts
 
     manifest = {"plate": os.path.join(CHAIR, "frames", "%05d.jpg"), "frames": "0-30", "parts": ["chair"],
                 "references": [{"frame": f, "labels": os.path.join(CHAIR, "masks", f"{f:05d}.png")} for f in (0, 30)]}
@@ -234,10 +235,11 @@ def test_learn_parts_from_shot_with_holdout(tiny, tmp_path):
     shot = load_shot(str(tmp_path / "shot.json"))
     settings = DiffusionSettings(resolution=64, learn_steps=2, kv_phase=False, val_every=1, **NO_AUG)
     backbone = load_backbone(tiny)
-    result = learn_parts(shot, str(tmp_path / "c.smite"), settings, backbone=backbone, holdout=30)
+    result = learn_parts(shot, str(tmp_path / "c.smite"), Settings(diffusion=settings), backbone=backbone, holdout=30)
     assert result.parts == ("chair",) and result.val_miou is not None and result.steps == 2
+    assert result.path == str(tmp_path / "c.smite") and load_part_model(result.path).parts == ("chair",)
     with pytest.raises(BadInputError, match="holdout frame 7"):
-        learn_parts(shot, str(tmp_path / "d.smite"), settings, backbone=backbone, holdout=7)
+        learn_parts(shot, str(tmp_path / "d.smite"), Settings(diffusion=settings), backbone=backbone, holdout=7)
 
 
 def test_official_learning_defaults():
@@ -259,8 +261,7 @@ def test_loss_scale_changes_the_learned_vectors(tiny, tmp_path):
     examples = [chair_example(0)]
     contexts = []
     for scale in (1.0, 0.01):
-        result = learn_examples(examples, ("left", "right"), str(tmp_path / f"s{scale}.smite"),
-                                settings.replace(loss_scale=scale), backbone=backbone)
-        contexts.append(load_part_model(result.path).context)
+        result = PartLearner(backbone, settings.replace(loss_scale=scale))(examples, ("left", "right"))
+        contexts.append(result.model.context)
     assert not torch.equal(contexts[0], contexts[1])
     torch.testing.assert_close(contexts[0], contexts[1], rtol=0, atol=0.02)

@@ -16,8 +16,8 @@ from smite.method.lowpass import (
     lowpass,
     lowpass_consistency,
     lowpass_energy,
-    smite_reg_energy,
 )
+from smite.method.energies import smite_reg_energy
 
 
 @pytest.fixture

@@ -89,12 +89,16 @@ def test_menu_registers_smite_matte(fake):
     assert "nuke_smite.node.create_node()" in command
 
 
-def test_startup_init_puts_package_and_core_on_sys_path(fake, monkeypatch):
+def test_startup_init_puts_the_package_on_sys_path_and_loads_the_core(fake, monkeypatch, capsys):
+    from blender_smite import hostlink
+
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in (REPO, os.path.join(REPO, "core"))])
     monkeypatch.setenv("SMITE_NUKE_ROOT", REPO)
     monkeypatch.setenv("SMITE_CORE", os.path.join(REPO, "core"))
     runpy.run_path(os.path.join(REPO, "nuke_smite", "startup", "init.py"))
-    assert sys.path[0] == os.path.join(REPO, "core") and REPO in sys.path
+    assert sys.path[0] == REPO and os.path.join(REPO, "core") not in sys.path  # the core is loaded, not on the path
+    assert sys.modules[hostlink.PACKAGE].__path__ == [os.path.join(REPO, "core", "smite", "hostapi")]
+    assert capsys.readouterr().err == ""
 
 
 def test_create_node_builds_the_group_and_wires_the_selection(fake, node):
@@ -162,7 +166,7 @@ def _knob_scripts(node):
 def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_path):
     """Defect 2: each reference holds its part's shapes only, a sub-layer's shapes included."""
     from nuke_smite import render_refs
-    from nuke_smite.manifest import CachePaths
+    from nuke_smite.manifest import shotcache
 
     read, roto, layers = scene(fake)
     layers[1].children.append(RotoLayer("sub", [RotoShape("Bezier3", [5.0])]))
@@ -170,14 +174,14 @@ def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_pat
     group = node.create_node()
     seen = []
     fake.renderer = _alpha_recorder(fake, seen)
-    paths = CachePaths(str(tmp_path))
+    paths = shotcache.ShotCache(str(tmp_path))
     masks = render_refs.render_references(group, roto, [0, 5], paths)
-    ref = lambda part, f: paths.ref_file(part, f).replace(os.sep, "/")  # noqa: E731
+    ref = lambda part, f: render_refs.atomic.partial_path(paths.reference(part, f)).replace(os.sep, "/")  # noqa: E731
     assert [s[:3] for s in seen] == [(ref("left", 0), 0, ["Bezier1"]), (ref("left", 5), 5, ["Bezier1"]),
                                      (ref("right", 0), 0, ["Bezier2", "Bezier3"]),
                                      (ref("right", 5), 5, ["Bezier2", "Bezier3"])]
-    assert masks == {0: {"left": paths.ref_file("left", 0), "right": paths.ref_file("right", 0)},
-                     5: {"left": paths.ref_file("left", 5), "right": paths.ref_file("right", 5)}}
+    assert masks == {0: {"left": paths.reference("left", 0), "right": paths.reference("right", 0)},
+                     5: {"left": paths.reference("left", 5), "right": paths.reference("right", 5)}}
     assert [n.Class() for n in group.nodes()] == GROUP_NODES  # temp nodes gone
     assert not fake.group_stack
 
@@ -185,13 +189,13 @@ def test_render_references_draw_each_part_alone_and_clean_up(fake, node, tmp_pat
 def test_render_references_leave_the_artists_roto_byte_identical(fake, node, tmp_path):
     """Defect 2: no visibility keys (saved with the script, undo steps) on the artist's Roto."""
     from nuke_smite import render_refs
-    from nuke_smite.manifest import CachePaths
+    from nuke_smite.manifest import shotcache
 
     read, roto, layers = scene(fake)
     before = _knob_scripts(roto)
     group = node.create_node()
     fake.renderer = _alpha_recorder(fake, [])
-    render_refs.render_references(group, roto, [0, 5], CachePaths(str(tmp_path)))
+    render_refs.render_references(group, roto, [0, 5], shotcache.ShotCache(str(tmp_path)))
     assert _knob_scripts(roto) == before
     assert all(not layer.vis_calls for layer in layers)
 
@@ -212,7 +216,7 @@ def test_references_ignore_the_roto_bg_and_read_its_output_channel(fake, node, t
     """Defect 5: the Roto draws over its bg (a plate with alpha would whiten every reference) into
     its `output` channels (not always rgba.alpha)."""
     from nuke_smite import render_refs
-    from nuke_smite.manifest import CachePaths
+    from nuke_smite.manifest import shotcache
 
     read, roto, layers = scene(fake)
     read.has_alpha = True
@@ -221,14 +225,14 @@ def test_references_ignore_the_roto_bg_and_read_its_output_channel(fake, node, t
     group = node.create_node()
     seen = []
     fake.renderer = _alpha_recorder(fake, seen)
-    render_refs.render_references(group, roto, [0], CachePaths(str(tmp_path)))
+    render_refs.render_references(group, roto, [0], shotcache.ShotCache(str(tmp_path)))
     assert [s[2] for s in seen] == [["Bezier1"], ["Bezier2"]]
 
 
 def test_references_are_cropped_to_the_plate_format(fake, node, tmp_path):
     """Defect 4: a shape crossing the frame edge must not grow the reference past the format."""
     from nuke_smite import render_refs
-    from nuke_smite.manifest import CachePaths
+    from nuke_smite.manifest import shotcache
 
     read, roto, layers = scene(fake)
     read.format_size = (80, 60)
@@ -237,7 +241,7 @@ def test_references_are_cropped_to_the_plate_format(fake, node, tmp_path):
     group = node.create_node()
     seen = []
     fake.renderer = _alpha_recorder(fake, seen)
-    render_refs.render_references(group, roto, [0], CachePaths(str(tmp_path)))
+    render_refs.render_references(group, roto, [0], shotcache.ShotCache(str(tmp_path)))
     assert [s[3] for s in seen] == [(0, 0, 80, 60)] * 2  # the format, not (-12, -5, 95, 60)
 
 
@@ -245,7 +249,7 @@ def test_paint_strokes_key_at_their_lifetime(fake, node, tmp_path):
     """Defect 6: a stroke's points carry no keys; its lifetime places it in time."""
     from fake_nuke import LIFETIME_ALL, LIFETIME_RANGE, LIFETIME_SINGLE, RotoStroke
     from nuke_smite import render_refs
-    from nuke_smite.manifest import CachePaths
+    from nuke_smite.manifest import shotcache
 
     read, roto, layers = scene(fake, 0, 9)
     layers[0].children.append(RotoStroke("Brush1", lifetime=(LIFETIME_SINGLE, 3, 3)))
@@ -256,7 +260,7 @@ def test_paint_strokes_key_at_their_lifetime(fake, node, tmp_path):
     group = node.create_node()
     seen = []
     fake.renderer = _alpha_recorder(fake, seen)
-    render_refs.render_references(group, roto, [3, 7], CachePaths(str(tmp_path)))
+    render_refs.render_references(group, roto, [3, 7], shotcache.ShotCache(str(tmp_path)))
     assert [s[2] for s in seen] == [["Bezier1", "Brush1"], ["Bezier1"], ["Bezier2", "Brush3"], ["Bezier2", "Brush2", "Brush3"]]
     layers[0].children.append(RotoStroke("Brush4", lifetime=(1, 0, 3)))  # "start to frame"
     with pytest.raises(ValueError, match="paint stroke 'Brush4': set its lifetime"):
@@ -265,7 +269,7 @@ def test_paint_strokes_key_at_their_lifetime(fake, node, tmp_path):
 
 def test_render_failure_still_deletes_the_temporary_nodes(fake, node, tmp_path):
     from nuke_smite import render_refs
-    from nuke_smite.manifest import CachePaths
+    from nuke_smite.manifest import shotcache
 
     read, roto, layers = scene(fake)
     before = _knob_scripts(roto)
@@ -276,7 +280,7 @@ def test_render_failure_still_deletes_the_temporary_nodes(fake, node, tmp_path):
 
     fake.renderer = renderer
     with pytest.raises(RuntimeError):
-        render_refs.render_references(group, roto, [0], CachePaths(str(tmp_path)))
+        render_refs.render_references(group, roto, [0], shotcache.ShotCache(str(tmp_path)))
     assert [n.Class() for n in group.nodes()] == GROUP_NODES
     assert _knob_scripts(roto) == before and not fake.group_stack
 
@@ -302,10 +306,13 @@ def test_start_at_read_maps_timeline_keys_to_plate_frames(fake, node, tmp_path):
     plan, shot = _prepared(fake, node, group, tmp_path)
     assert plan["offset"] == 1001 and shot["frames"] == "0-5"
     assert [r["frame"] for r in shot["references"]] == [0, 5]
-    assert shot["references"][1]["masks"]["right"] == "refs/right.0005.exr"
+    assert shot["references"][1]["masks"]["right"] == "references/right.0005.exr"
     executed = [(c[2], os.path.basename(c[3])) for c in fake.calls if c[0] == "execute"]
-    assert executed == [(1001, "left.0000.exr"), (1006, "left.0005.exr"),
-                        (1001, "right.0000.exr"), (1006, "right.0005.exr")]
+    partial = ".smite-"  # each Write renders to a temporary name, renamed once whole (hostapi.atomic)
+    assert executed == [(1001, partial + "left.0000.exr"), (1006, partial + "left.0005.exr"),
+                        (1001, partial + "right.0000.exr"), (1006, partial + "right.0005.exr")]
+    assert sorted(os.listdir(tmp_path / "references")) == ["left.0000.exr", "left.0005.exr", "right.0000.exr",
+                                                           "right.0005.exr"]
     matte_read = node.apply_results(group, ["left", "right"], "/m/mattes.####.exr", 0, 5, plan["offset"])
     assert matte_read.firstFrame() == read.firstFrame() == 1001  # mattes sit on the plate's timeline frames
 
@@ -463,6 +470,25 @@ def test_segment_and_learn_send_backend_and_part_model_as_nested_settings(fake, 
     assert sent[5][1]["settings"] == {"backend": "propagate"}
 
 
+def test_a_cache_of_the_old_layout_is_not_read_and_named_on_the_status_line(fake, node, tmp_path, monkeypatch):
+    """Caches made before the shared layout kept references in refs/: the new shot never points there."""
+    scene(fake)
+    sent = _captured_jobs(node, monkeypatch)
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "left.0000.exr").write_bytes(b"old reference")
+    old_shot = {"references": [{"frame": 0, "masks": {"left": "refs/left.0000.exr"}}]}
+    (tmp_path / "shot.json").write_text(json.dumps(old_shot))
+    group = node.create_node()
+    group["smite_python"].setValue(sys.executable)
+    group["cache_dir"].setValue(str(tmp_path))
+    assert node.on_segment(group) is not None
+    shot = json.loads((tmp_path / "shot.json").read_text())
+    masks = [path for ref in shot["references"] for path in ref["masks"].values()]
+    assert masks and all(path.startswith("references/") for path in masks), masks
+    assert sent[0][1]["shot"] == str(tmp_path / "shot.json")
+    assert group["status"].value() == f"segment: starting (not used, delete: {tmp_path / 'refs'})"
+
+
 # --- send to farm -------------------------------------------------------------------------
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(CHAIR, "frames")), reason="bundled chair sample missing")
@@ -484,7 +510,7 @@ def test_send_to_farm_writes_a_valid_openjd_template_and_deadline_files(fake, no
 
     status = group["status"].value()
     assert status.startswith(f"farm files in {cache / 'farm'}: job.yaml, deadline/"), status
-    assert sorted(os.listdir(cache / "refs")) == [f"{p}.{f:04d}.exr" for p in ("left", "right") for f in (0, 5)]
+    assert sorted(os.listdir(cache / "references")) == [f"{p}.{f:04d}.exr" for p in ("left", "right") for f in (0, 5)]
     shot = json.loads((cache / "shot.json").read_text())  # prepared exactly as Segment does
     assert shot["frames"] == "0-20" and shot["parts"] == ["left", "right"]
 
@@ -656,8 +682,8 @@ def test_segment_end_to_end_through_a_real_server(fake, node, tmp_path):
     shot = json.loads((cache / "shot.json").read_text())
     assert shot["frames"] == "0-5" and shot["parts"] == ["left", "right"]
     assert shot["references"] == [
-        {"frame": 0, "masks": {"left": "refs/left.0000.exr", "right": "refs/right.0000.exr"}},
-        {"frame": 5, "masks": {"left": "refs/left.0005.exr", "right": "refs/right.0005.exr"}}]
+        {"frame": 0, "masks": {"left": "references/left.0000.exr", "right": "references/right.0000.exr"}},
+        {"frame": 5, "masks": {"left": "references/left.0005.exr", "right": "references/right.0005.exr"}}]
 
     inner = group.node("smite_mattes")
     assert inner["file"].value() == str(cache / "mattes" / "mattes.####.exr").replace(os.sep, "/")
@@ -691,3 +717,18 @@ def test_segment_end_to_end_through_a_real_server(fake, node, tmp_path):
     fake.pump(lambda: not runner.thread.is_alive() and not fake.main_queue, timeout=60)
     assert runner.outcome.ok and inner["reload"].executed == 2
     assert "6 already done" in group["status"].value()
+
+
+def test_progress_reaches_the_status_line_in_the_shared_words(fake, node, monkeypatch):
+    """The ProgressTask and the status knob show `smite.hostapi.progress.describe`'s line."""
+    group = node.create_node()
+
+    class Runner:
+        on_progress = should_cancel = None
+
+        def run(self):
+            self.on_progress({"stage": "segment", "done": 3, "total": 12, "message": "frame 3"})
+
+    node._follow(group, "segment", Runner())
+    fake.pump(lambda: not fake.main_queue, timeout=10)
+    assert group["status"].value() == "segment: segment 3/12 (25%): frame 3"

@@ -23,15 +23,15 @@ PY39 = next(iter(sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin
 # --- keyframes ----------------------------------------------------------------------------
 
 def test_keyframes_and_farm_are_the_cores_shared_rules():
-    """Parsing, knob text and farm files live in smite.hostapi (tests/test_hostapi.py); the node uses them."""
-    from smite.hostapi import farmcmd, frames, jobsettings
+    """Parsing, knob text and farm files live in smite.hostapi (tests/test_hostapi.py); the node uses them,
+    loaded by the one host loader (blender_smite.hostlink) from this checkout's core."""
+    from blender_smite import hostlink
 
-    from nuke_smite import farm
-
+    frames, jobsettings = hostconfig.hostapi("frames"), hostconfig.hostapi("jobsettings")
+    assert frames.__name__ == hostlink.PACKAGE + ".frames"
+    assert frames.__file__ == os.path.join(REPO, "core", "smite", "hostapi", "frames.py")
     assert keyframes.parse_keyframes is frames.parse_frames and keyframes.format_keyframes is frames.format_frames
     assert manifest.job_settings is jobsettings.job_settings
-    assert farm.FarmError is farmcmd.FarmError and farm.write_farm_files is farmcmd.write_farm_files
-    assert farm.farm_commands is farmcmd.farm_commands and farm.summary is farmcmd.summary
     assert keyframes.parse_keyframes(keyframes.format_keyframes([1, 2, 3, 7])) == [1, 2, 3, 7]
 
 
@@ -55,7 +55,7 @@ def test_part_names_follow_the_core_rule():
         manifest.check_part_names(["left arm"])
     with pytest.raises(ValueError, match="two Roto layers"):
         manifest.check_part_names(["a", "a"])
-    with pytest.raises(ValueError, match="no top-level layers"):
+    with pytest.raises(ValueError, match="no parts: each Roto layer is one part"):
         manifest.check_part_names([])
 
 
@@ -92,40 +92,12 @@ def test_layer_and_channel_names():
     assert manifest.channel_name("seat") == "smite_seat.alpha"
 
 
-def test_cache_paths_and_default_cache_dir(tmp_path):
-    paths = manifest.CachePaths(str(tmp_path))
-    assert paths.ref_pattern("seat") == os.path.join(str(tmp_path), "refs", "seat.####.exr")
-    assert paths.ref_file("seat", 7) == os.path.join(str(tmp_path), "refs", "seat.0007.exr")
-    assert paths.mattes.endswith(os.path.join("mattes", "mattes.####.exr"))
+def test_default_cache_dir_is_beside_the_script_or_in_temp(tmp_path):
     script = os.path.join(str(tmp_path), "shots", "sh010_comp_v003.nk")
     assert manifest.default_cache_dir(script, "SMITE Matte1") == os.path.join(
         str(tmp_path), "shots", "smite_cache", "sh010_comp_v003_SMITE_Matte1")
     assert manifest.default_cache_dir("", "SMITE_Matte1", temp_dir="/t") == os.path.join("/t", "smite_cache",
                                                                                           "SMITE_Matte1")
-
-
-def test_build_manifest_is_read_by_the_core(tmp_path):
-    from smite.config import ShotSpec
-
-    paths = manifest.CachePaths(str(tmp_path))
-    masks = {12: {"b": paths.ref_file("b", 12)}, 10: {"a": paths.ref_file("a", 10), "b": paths.ref_file("b", 10)}}
-    data = manifest.build_manifest("/plates/p.%04d.exr", 10, 20, "Raw", ["a", "b"], masks, str(tmp_path), "sh010")
-    assert data["frames"] == "10-20" and data["parts"] == ["a", "b"] and data["name"] == "sh010"
-    assert [r["frame"] for r in data["references"]] == [10, 12]
-    assert data["references"][0]["masks"] == {"a": "refs/a.0010.exr", "b": "refs/b.0010.exr"}
-    manifest.write_json_atomic(paths.manifest, data)
-    with open(paths.manifest, encoding="utf-8") as handle:
-        spec = ShotSpec.from_dict(json.load(handle), str(tmp_path))
-    assert spec.references[1].masks["b"] == paths.ref_file("b", 12)
-    assert spec.frames == tuple(range(10, 21)) and spec.colorspace == "Raw"
-    assert [n for n in os.listdir(str(tmp_path)) if n.startswith(".smite-")] == []
-
-
-@pytest.mark.parametrize("masks, word", [({30: {"a": "/x"}}, "outside"), ({10: {"z": "/x"}}, "unknown part"),
-                                         ({10: {}}, "no part masks"), ({}, "no keyframe")])
-def test_build_manifest_refuses_bad_references(masks, word):
-    with pytest.raises(ValueError, match=word):
-        manifest.build_manifest("/p.%04d.exr", 10, 20, "Raw", ["a"], masks, "/c")
 
 
 # --- hostconfig ---------------------------------------------------------------------------
@@ -149,12 +121,14 @@ def test_broken_config_reads_as_empty(tmp_path):
     assert hostconfig.load_config(str(tmp_path / "missing.json")) == {}
 
 
-def test_add_core_to_path_once():
-    path = ["/a"]
-    assert hostconfig.add_core_to_path("/core", path) is True
-    assert hostconfig.add_core_to_path("/core", path) is False
-    assert path == [os.path.abspath("/core"), "/a"]
-    assert hostconfig.add_core_to_path("", path) is False
+def test_python_falls_back_to_the_venv_beside_the_core_only_when_it_exists(tmp_path):
+    (tmp_path / "core" / "smite" / "hostapi").mkdir(parents=True)
+    (tmp_path / "core" / "smite" / "hostapi" / "__init__.py").write_text("")
+    assert hostconfig.resolve_python("", {}, {}, repo_dir=str(tmp_path)) == ""
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").write_text("")
+    assert hostconfig.resolve_python("", {}, {}, repo_dir=str(tmp_path)) == str(tmp_path / ".venv" / "bin" / "python")
+    assert hostconfig.resolve_python(str(tmp_path / ".venv"), {}, {}) == str(tmp_path / ".venv" / "bin" / "python")
 
 
 # --- jobs ---------------------------------------------------------------------------------
@@ -169,16 +143,16 @@ class FakeClient:
 
     def submit(self, method, params, on_progress=None):
         if self.fail == "submit":
-            from smite.hostapi.protocol import BAD_INPUT, RpcError
-            raise RpcError(BAD_INPUT, "reference for frame 3 not found: /x.exr")
+            protocol = hostconfig.hostapi("protocol")
+            raise protocol.RpcError(protocol.BAD_INPUT, "reference for frame 3 not found: /x.exr")
         self.on_progress = on_progress
         return "job-1"
 
     def wait(self, job, timeout=None):
-        from smite.hostapi.protocol import CANCELLED, RpcError
+        protocol = hostconfig.hostapi("protocol")
         self.waits += 1
         if self.cancelled:
-            raise RpcError(CANCELLED, "job job-1 cancelled")
+            raise protocol.RpcError(protocol.CANCELLED, "job job-1 cancelled")
         if self.waits <= self.steps:
             if self.on_progress:
                 self.on_progress({"job": job, "stage": "segment", "done": self.waits, "total": self.steps,
@@ -189,14 +163,6 @@ class FakeClient:
     def cancel(self, job, timeout=30.0):
         self.cancelled.append(job)
         return {"job": job, "state": "cancelling"}
-
-
-def test_progress_text():
-    from nuke_smite.jobs import progress_text
-
-    assert progress_text({"stage": "segment", "done": 3, "total": 4, "message": "frame 12"}) == (
-        75, "segment 3/4: frame 12")
-    assert progress_text({"stage": "load", "done": 0, "total": 0}) == (0, "load")
 
 
 def test_job_runner_reports_progress_and_result():
@@ -241,13 +207,16 @@ def test_job_runner_turns_errors_into_one_failed_outcome():
 def test_package_compiles_and_pure_modules_import_on_python_39():
     if not shutil.which(PY39):
         pytest.skip("python3.9 not available")
-    # only the repo on sys.path: the pure modules put the core there themselves (hostconfig.import_hostapi)
+    # only the repo on sys.path: the pure modules load the core's host API themselves (hostconfig.hostapi)
     code = ("import os, sys; sys.path[:0] = [sys.argv[1]]\n"
-            "import compileall, nuke_smite.keyframes, nuke_smite.manifest, nuke_smite.hostconfig, nuke_smite.farm\n"
-            "import smite.hostapi, nuke_smite.jobs\n"
-            "assert os.path.dirname(os.path.dirname(os.path.dirname(smite.hostapi.__file__))) == sys.argv[2], smite.hostapi.__file__\n"
+            "import compileall, nuke_smite.keyframes, nuke_smite.manifest, nuke_smite.hostconfig\n"
+            "import nuke_smite.jobs\n"
+            "assert 'smite' not in sys.modules and sys.argv[2] not in sys.path\n"
+            "api = sys.modules['_smite_hostapi']\n"
+            "assert os.path.dirname(os.path.dirname(api.__path__[0])) == sys.argv[2], api.__path__\n"
             "ok = compileall.compile_dir(sys.argv[1] + '/nuke_smite', quiet=1, legacy=False, force=True)\n"
             "ok = ok and compileall.compile_file(sys.argv[1] + '/install/nuke_install.py', quiet=1)\n"
+            "ok = ok and compileall.compile_file(sys.argv[1] + '/blender_smite/hostlink.py', quiet=1)\n"
             "print('ok' if ok else 'fail')")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", hostconfig.CORE_ENV)}
     env.update({"PYTHONDONTWRITEBYTECODE": "1", hostconfig.CONFIG_ENV: os.path.join(REPO, "no-such-config.json")})
@@ -271,7 +240,7 @@ def test_core_subprocesses_leave_the_hosts_python_variables_behind(tmp_path):
     commands now take their environment from one function."""
     from smite.hostapi import client, locate
 
-    from nuke_smite import farm
+    farm = hostconfig.hostapi("farmcmd")  # what the node's Send to farm calls
 
     nuke_env = {"PYTHONHOME": "/nuke/python", "PYTHONPATH": "/nuke/plugins", "HOME": "/home/artist"}
     assert locate.core_environment("/core", environ=nuke_env) == {"HOME": "/home/artist", "PYTHONPATH": "/core"}

@@ -289,11 +289,33 @@ def _write_preview(shot: ShotSpec, out_pattern: str, frames: list[int], path: st
 
 
 def learn_parts(shot: ShotSpec, out_path: str, settings: Settings, *, progress: ProgressFn | None = None,
-                cancel: threading.Event | None = None):
-    """Learn a part model (diffusion backend) from the shot's references; see `smite.method.learn`.
+                cancel: threading.Event | None = None, holdout: int | None = None, backbone: object | None = None):
+    """Learn a part model (diffusion backend) from the shot's references and write it to `out_path`.
 
-    Imported lazily so the weight-free path never loads diffusers.
+    The file I/O of learning is here: the reference frames and maps are read, `smite.method.learn`
+    learns on arrays and returns a `LearnResult`, and the part model is written (atomically).
+    `holdout` names a reference frame kept for validation (the best state on it is kept); `backbone`
+    reuses a loaded one. Imported lazily so the weight-free path never loads diffusers.
     """
-    from .method.learn import learn_parts as learn
+    from dataclasses import replace
 
-    return learn(shot, out_path, settings.diffusion, seed=settings.seed, progress=progress, cancel=cancel)
+    from .method.learn import Example, PartLearner
+    from .model.backbone import load_backbone
+    from .model.parts import save_part_model
+
+    source = FrameSource(shot.plate, list(shot.reference_frames), shot.colorspace)
+    probs = load_references(shot, source.size)
+    examples = {f: Example(source.get(f), probs[f].argmax(0).astype(np.uint8), f"frame {f}")
+                for f in shot.reference_frames if f in probs}
+    val = [e for f, e in examples.items() if f == holdout]
+    train = [e for f, e in examples.items() if f != holdout]
+    if holdout is not None and not val:
+        raise BadInputError(f"holdout frame {holdout} is not a reference frame of {shot.source}")
+    if not train:
+        raise BadInputError(f"{shot.source}: no reference left to learn from after holding out frame {holdout}")
+    diffusion = settings.diffusion
+    backbone = backbone or load_backbone(diffusion.model or None)
+    result = PartLearner(backbone, diffusion, settings.seed)(train, shot.parts, val=val, progress=progress,
+                                                             cancel=cancel)
+    save_part_model(out_path, result.model)
+    return replace(result, path=out_path)

@@ -1,6 +1,6 @@
 """Nuke start-up for SMITE: this folder is the plugin path that install/nuke_install.py registers.
 
-It makes the `nuke_smite` package and the core's stdlib-only `smite.hostapi` importable. The
+It makes the `nuke_smite` package importable and loads the core's stdlib-only host API. The
 package's own modules stay off ``sys.path`` as top-level names (they would shadow a studio's
 ``jobs`` or ``manifest``), which is why this start-up folder is separate from the package.
 """
@@ -27,6 +27,6 @@ if _root and _root not in sys.path:
 try:
     from nuke_smite import hostconfig as _hostconfig
 
-    _hostconfig.add_core_to_path(_hostconfig.resolve_core())
+    _hostconfig.hostapi("names")  # load the core's host API now, so a missing core is said at start-up
 except ImportError as _exc:  # never stop Nuke from starting
-    sys.stderr.write("SMITE: cannot import nuke_smite (%s); set SMITE_NUKE_ROOT\n" % _exc)
+    sys.stderr.write("SMITE: %s (check SMITE_NUKE_ROOT and SMITE_CORE)\n" % _exc)

@@ -126,6 +126,9 @@ def main(out_dir, zip_path=""):
     props.mask = mask
     props.keyframes = ""  # default: the current frame (1 -> plate file 0)
     props.cache_dir = os.path.join(out_dir, "cache")
+    properties = sys.modules[addon.__name__ + ".properties"]
+    menus = {"before": [item[0] for item in properties.backend_items(props, bpy.context)]}  # no server yet
+    chunk_default = props.farm_chunk
     result = bpy.ops.smite.segment()
     assert result == {"FINISHED"}, (result, props.status)
     first_status = props.status
@@ -143,12 +146,13 @@ def main(out_dir, zip_path=""):
     assert outputs == ["chair"], outputs
     inner = node.node_tree.nodes["SMITE mattes"]
     assert inner.image.colorspace_settings.name == "Non-Color"
+    menus["server"] = [item[0] for item in properties.backend_items(props, bpy.context)]
     renders = render_output(compositor, scene, node, out_dir)
     sent, farm_status = check_settings_and_farm(addon, props, out_dir)
     info = {
         "status": first_status,
         "bbox": bbox,
-        "reference": os.path.join(props.cache_dir, "references", "chair.00000.exr"),
+        "reference": os.path.join(props.cache_dir, "references", "chair.0000.exr"),
         "matte_pattern": os.path.join(props.cache_dir, "mattes", "mattes.%04d.exr"),
         "renders": {str(frame): path for frame, path in renders.items()},
         "plate_file_of_frame": {str(f): f - 1 for f in RENDER_AT},
@@ -157,6 +161,8 @@ def main(out_dir, zip_path=""):
         "addon": addon.__name__,
         "sent": sent,
         "farm_status": farm_status,
+        "backend_menus": menus,
+        "farm_chunk_default": chunk_default,
     }
     with open(os.path.join(out_dir, "result.json"), "w") as handle:
         json.dump(info, handle, indent=1)

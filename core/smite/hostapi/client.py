@@ -152,15 +152,17 @@ class SmiteClient:
 
     ``python`` is the core venv's interpreter (default: this one); ``args`` replace the default
     ``["-m", "smite", "serve"]``; ``env`` entries are added to the inherited environment, from which
-    PYTHONHOME/PYTHONPATH are removed (a host's embedded-Python settings would break the venv).
+    PYTHONHOME/PYTHONPATH are removed (a host's embedded-Python settings would break the venv);
+    ``core`` (the core's source folder) goes on its ``PYTHONPATH`` (`locate.core_environment`).
     """
 
     def __init__(self, python: Optional[str] = None, args: Optional[List[str]] = None,
-                 env: Optional[Dict[str, str]] = None, *, cwd: Optional[str] = None,
+                 env: Optional[Dict[str, str]] = None, *, core: str = "", cwd: Optional[str] = None,
                  stderr_lines: int = STDERR_LINES, echo_stderr: bool = False,
                  on_log: Optional[Callback] = None) -> None:
         self.command = [python or sys.executable] + list(args if args is not None else ["-m", "smite", "serve"])
         self.env = dict(env or {})
+        self.core = core
         self.cwd = cwd
         self.stderr_lines = stderr_lines
         self.echo_stderr = echo_stderr
@@ -178,7 +180,7 @@ class SmiteClient:
         with self._lock:
             if self.alive:
                 return self
-            env = core_environment(extra=self.env)
+            env = core_environment(self.core, extra=self.env)
             env.setdefault("PYTHONUNBUFFERED", "1")
             self._conn = _Connection(self.command, env, self.cwd, self.stderr_lines,
                                      self._on_message, self._on_exit, self.echo_stderr)

@@ -1,4 +1,4 @@
-"""What a host sends as a server job's ``settings`` and which part model a Segment uses.
+"""What a host sends as a server job's ``settings``: the backends it offers and which part model a Segment uses.
 
 Standard library only, Python 3.9-safe.
 """
@@ -6,7 +6,20 @@ Standard library only, Python 3.9-safe.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List, Mapping, Optional
+
+# The backends a host offers when it has no server to ask yet (a server's ``initialize`` reply lists
+# its own under ``capabilities.backends``); the first is the default: weight-free, runs without downloads.
+BACKENDS = ("propagate", "diffusion")
+
+
+def backends(server_info: Optional[Mapping[str, Any]] = None) -> List[str]:
+    """The backends to offer: the server's ``capabilities.backends`` when it said, else `BACKENDS`."""
+    listed = ((server_info or {}).get("capabilities") or {}).get("backends")
+    if isinstance(listed, list) and listed and all(isinstance(name, str) for name in listed):
+        return list(listed)
+    return list(BACKENDS)
+
 
 def job_settings(method: str, backend: str, part_model: str = "", sd_model: str = "") -> Dict[str, Any]:
     """The ``settings`` object of a server ``segment``/``learn`` call (``smite.config.Settings`` format).

@@ -10,38 +10,37 @@ the part vectors in the text conditioning, read the cross- and self-attention ma
 (Adam, lr 0.1). A second phase (official default) freezes the vectors and fine-tunes every
 cross-attention `to_k`/`to_v` (Adam, lr 1e-6). With a held-out reference the state with the best
 held-out mIoU is kept. The backbone comes in through the caller and is left as it was found.
+
+Learning works on arrays and returns a `LearnResult` (the part model and its statistics); it reads
+and writes no file: the caller reads the references (`smite.engine.learn_parts`, `smite learn
+--refs`) and saves the part model (`model.parts.save_part_model`).
 """
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import ShotSpec
 from ..errors import BadInputError, CancelledError, ReferenceMaskError
 from ..model.attention import was_map
-from ..model.backbone import Backbone, load_backbone
+from ..model.backbone import Backbone
 from ..model.encode import encode_latents, encode_prompt, labels_to_grid, to_model_images, unet_with_maps
-from ..model.parts import PartModel, save_part_model
+from ..model.parts import PartModel
 from ..model.settings import DiffusionSettings
 from .augment import augment, to_model_space
+from .energies import learning_loss, part_losses
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, message), as in smite.engine
 # The prompt the vectors start from: the authors' prompts are "background <part> <part> ..." (scripts/configs/*.sh).
 BACKGROUND_WORD = "background"
-FREQ_CUTOFF = 30  # src/frequency_filter.py:39-43: the "high-pass" zeroes the central (2·30)² shifted coefficients
-FREQ_HIGH_WEIGHT = 10.0  # src/frequency_filter.py:61: high-pass terms count 10x
 
 
 @dataclass
@@ -55,13 +54,26 @@ class Example:
 
 @dataclass
 class LearnResult:
-    path: str
-    parts: tuple[str, ...]
-    steps: int
+    """What learning gives: the part model (context, k/v deltas, part names, backbone identity,
+    settings) and how it went. Learning writes nothing; a caller that saves the model sets `path`."""
+
+    model: PartModel
     losses: list[float] = field(default_factory=list)
     best_step: int = 0
     val_miou: float | None = None
-    backbone_hash: str = ""
+    path: str = ""
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return self.model.parts
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    @property
+    def backbone_hash(self) -> str:
+        return self.model.backbone_hash
 
     def to_dict(self) -> dict:
         return {"path": self.path, "parts": list(self.parts), "steps": self.steps, "final_loss": self.losses[-1] if
@@ -69,67 +81,7 @@ class LearnResult:
                 "backbone_hash": self.backbone_hash}
 
 
-# -- losses (pure) ---------------------------------------------------------------------------------
-
-def class_weights(labels: Tensor, classes: int) -> Tensor:
-    """SMITE's CE weights: background 1, part k = (#foreground px)/(#px of k), absent parts 0.
-
-    labels: `(P,)` or any shape of class ids. Returns `(classes,)` float32.
-    """
-    counts = torch.bincount(labels.reshape(-1), minlength=classes)[:classes].float()
-    fg = counts[1:].sum()
-    weights = torch.where(counts > 0, fg / counts.clamp_min(1.0), torch.zeros_like(counts))
-    weights[0] = 1.0
-    return weights
-
-
-def part_losses(cross: Tensor, self_attn: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(class-weighted CE of the cross logits, MSE and FFT loss of the WAS map to one-hot labels).
-
-    cross `(B, P, K+1)` raw logits, self_attn `(B, P, P)`, labels `(B, P)` long with P a square number.
-    The caller scales the MSE by K+1 (the authors' `num_parts` counts background, src/training.py:145).
-    """
-    classes = cross.shape[-1]
-    weights = class_weights(labels, classes).to(cross.device, cross.dtype)
-    ce = F.cross_entropy(cross.reshape(-1, classes), labels.reshape(-1), weight=weights)
-    target = F.one_hot(labels, classes).to(cross.dtype)
-    was = was_map(cross, self_attn)
-    mse = F.mse_loss(was, target)
-    side = int(round(was.shape[1] ** 0.5))
-    maps = was.reshape(-1, side, side, classes).permute(0, 3, 1, 2)
-    truth = target.reshape(-1, side, side, classes).permute(0, 3, 1, 2)
-    freq = sum(frequency_loss(m, g) for m, g in zip(maps, truth))
-    return ce, mse, freq
-
-
-def frequency_loss(pred: Tensor, target: Tensor, cutoff: int = FREQ_CUTOFF) -> Tensor:
-    """The authors' FFT loss (src/frequency_filter.py:10-65): amplitude and phase MSE of the spectra.
-
-    pred, target `(C, H, W)`. Per class c, with S = fftshift(fft2(x_c)) and S_hi = S with the central
-    `[H/2 - cutoff, H/2 + cutoff)` x `[W/2 - cutoff, W/2 + cutoff)` block set to 0:
-
-        L = sum_c  mse(|S_p|, |S_t|) + mse(arg S_p, arg S_t) + 10·(mse(|S_hi_p|, |S_hi_t|) + mse(arg ..., arg ...))
-
-    Their "low-pass" mask is all ones (it sets a block of a ones-mask to 1), so the first pair is the
-    full spectrum. The zeroed coefficients count as 0 in every mean (amplitude and phase). Their complex
-    multiply by the 0 mask leaves signed zeros whose angle can read π; that adds a constant with no
-    gradient to their loss value, which we leave out: the gradients are the same.
-    """
-    spec_p = torch.fft.fftshift(torch.fft.fft2(pred), dim=(-2, -1))
-    spec_t = torch.fft.fftshift(torch.fft.fft2(target), dim=(-2, -1))
-    h, w = pred.shape[-2:]
-    high = torch.ones((h, w), dtype=torch.bool, device=pred.device)
-    high[max(h // 2 - cutoff, 0) : h // 2 + cutoff, max(w // 2 - cutoff, 0) : w // 2 + cutoff] = False
-
-    def pair(a: Tensor, b: Tensor, keep: Tensor | None = None) -> Tensor:
-        amp_a, amp_b, ph_a, ph_b = a.abs(), b.abs(), torch.angle(a), torch.angle(b)
-        if keep is not None:
-            amp_a, amp_b, ph_a, ph_b = (x * keep for x in (amp_a, amp_b, ph_a, ph_b))
-        per_class = ((amp_a - amp_b) ** 2).mean((-2, -1)) + ((ph_a - ph_b) ** 2).mean((-2, -1))
-        return per_class.sum()
-
-    return pair(spec_p, spec_t) + FREQ_HIGH_WEIGHT * pair(spec_p, spec_t, high)
-
+# -- learning helpers ----------------------------------------------------------------------------
 
 def initial_context(backbone: Backbone, parts: Sequence[str]) -> tuple[Tensor, Tensor, list[int]]:
     """The text conditioning learning starts from: (encoded prompt `(1, 77, D)`, vectors `(K, D)`, positions).
@@ -161,43 +113,6 @@ def miou(pred: Tensor, labels: Tensor, classes: int) -> float:
         if union:
             ious.append((a & b).sum().item() / union)
     return float(np.mean(ious)) if ious else 1.0
-
-
-# -- inputs ----------------------------------------------------------------------------------------
-
-def examples_from_shot(shot: ShotSpec, frames: Sequence[int] | None = None) -> list[Example]:
-    """The shot's references (or the given reference frames) as examples, in model colour space."""
-    from ..frames import FrameSource
-    from ..references import load_references
-
-    wanted = list(shot.reference_frames if frames is None else frames)
-    source = FrameSource(shot.plate, wanted, shot.colorspace)
-    probs = load_references(shot, source.size)
-    return [Example(source.get(f), probs[f].argmax(0).astype(np.uint8), f"frame {f}") for f in wanted if f in probs]
-
-
-def examples_from_folder(folder: str, num_parts: int) -> list[Example]:
-    """References from `folder/{images|frames}/NAME.*` with label maps `folder/masks/NAME.png`."""
-    from ..io.image import read_label_map, read_rgb
-
-    candidates = [os.path.join(folder, d) for d in ("images", "frames")]
-    images_dir = next((d for d in candidates if os.path.isdir(d)), None)
-    if images_dir is None or not os.path.isdir(os.path.join(folder, "masks")):
-        raise BadInputError(f"reference folder {folder} needs images/ (or frames/) and masks/ subfolders")
-    examples = []
-    for path in sorted(glob.glob(os.path.join(images_dir, "*"))):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        masks = glob.glob(os.path.join(glob.escape(folder), "masks", glob.escape(stem) + ".*"))
-        if not masks:
-            continue
-        labels = read_label_map(masks[0])
-        if int(labels.max()) > num_parts:
-            raise ReferenceMaskError(
-                f"label map {masks[0]} has label id {int(labels.max())} but only {num_parts} part(s) were named")
-        examples.append(Example(read_rgb(path), labels.astype(np.uint8), stem))
-    if not examples:
-        raise BadInputError(f"no image in {images_dir} has a label map of the same name in {folder}/masks")
-    return examples
 
 
 # -- the learner -----------------------------------------------------------------------------------
@@ -259,19 +174,24 @@ class PartLearner:
             with torch.set_grad_enabled(kv_phase and torch.is_grad_enabled()):
                 eps_u = bb.unet(noisy, t, encoder_hidden_states=uncond).sample
             eps = eps_u + s.sd_guidance * (eps - eps_u)
-        loss = s.ce_weight * ce + s.was_weight * classes * mse + s.sd_weight * F.mse_loss(eps, noise)
-        if epoch >= s.freq_start_epoch and s.freq_weight:  # src/training.py:154: from epoch 6 (epoch > 5)
-            loss = loss + s.freq_weight * freq
-        return loss
+        return learning_loss(ce, mse, freq, eps, noise, classes, epoch, s)
 
     def __call__(self, examples: Sequence[Example], parts: Sequence[str], *, val: Sequence[Example] = (),
                  progress: ProgressFn | None = None, cancel: threading.Event | None = None):
-        """Returns (context `(77, D)`, kv deltas, losses, best step, held-out mIoU or None)."""
+        """Learn `parts` from `examples` (label k = k-th part); `val` are held-out references.
+
+        Returns the part model with the held-out best state (the last without `val`) and the losses.
+        """
         s, bb = self.settings, self.backbone
         report = progress or (lambda *a: None)
-        examples, val = list(examples), list(val)
+        examples, val, parts = list(examples), list(val), tuple(parts)
         if not examples:
             raise BadInputError("learning needs at least one reference")
+        for ex in (*examples, *val):
+            top = int(ex.labels.max()) if ex.labels.size else 0
+            if top > len(parts):
+                raise ReferenceMaskError(
+                    f"reference {ex.name} has label id {top} but only {len(parts)} part(s) were named")
         k = len(parts)
         classes = k + 1
         steps = s.learn_steps or s.learn_epochs * len(examples)
@@ -333,44 +253,5 @@ class PartLearner:
                     m.weight.copy_(originals[name])
                     m.weight.requires_grad_(False)
         ctx, deltas = best
-        return ctx, deltas, losses, best_step, (best_score if val else None)
-
-
-def learn_examples(examples: Sequence[Example], parts: Sequence[str], out_path: str, settings: DiffusionSettings, *,
-                   seed: int = 0, backbone: Backbone | None = None, val: Sequence[Example] = (),
-                   progress: ProgressFn | None = None,
-                   cancel: threading.Event | None = None) -> LearnResult:
-    """Learn `parts` from examples and write the part model to `out_path`.
-
-    `settings` is a DiffusionSettings, or a Settings object that nests one as `.diffusion`; `seed` is
-    the job's one seed (`config.Settings.seed`).
-    """
-    settings = getattr(settings, "diffusion", settings)
-    parts = tuple(parts)
-    for ex in examples:
-        top = int(ex.labels.max()) if ex.labels.size else 0
-        if top > len(parts):
-            raise ReferenceMaskError(f"reference {ex.name} has label id {top} but only {len(parts)} part(s) were named")
-    backbone = backbone or load_backbone(settings.model or None)
-    ctx, deltas, losses, best_step, score = PartLearner(backbone, settings, seed)(
-        examples, parts, val=val, progress=progress, cancel=cancel)
-    model = PartModel(parts=parts, context=ctx, backbone_hash=backbone.hash, settings=settings.to_dict(),
-                      kv_deltas=deltas)
-    save_part_model(out_path, model)
-    return LearnResult(out_path, parts, len(losses), losses, best_step, score, backbone.hash)
-
-
-def learn_parts(shot: ShotSpec, out_path: str, settings: DiffusionSettings, *, seed: int = 0,
-                backbone: Backbone | None = None,
-                holdout: int | None = None, progress: ProgressFn | None = None,
-                cancel: threading.Event | None = None) -> LearnResult:
-    """Learn the shot's parts from its references; `holdout` names a reference frame kept for validation."""
-    examples = examples_from_shot(shot)
-    val = [e for e, f in zip(examples, shot.reference_frames) if f == holdout]
-    train = [e for e, f in zip(examples, shot.reference_frames) if f != holdout]
-    if holdout is not None and not val:
-        raise BadInputError(f"holdout frame {holdout} is not a reference frame of {shot.source}")
-    if not train:
-        raise BadInputError(f"{shot.source}: no reference left to learn from after holding out frame {holdout}")
-    return learn_examples(train, shot.parts, out_path, settings, seed=seed, backbone=backbone, val=val,
-                          progress=progress, cancel=cancel)
+        model = PartModel(parts=parts, context=ctx, backbone_hash=bb.hash, settings=s.to_dict(), kv_deltas=deltas)
+        return LearnResult(model, losses, best_step, best_score if val else None)

@@ -9,7 +9,7 @@ DCT-II along the last three dims `(T, H, W)`; "low" is a box: spatial indices `u
 Two callers, two explicit rules (`rounding`, `mean_over`):
 - the weight-free backend (`lowpass_consistency` via `backends/propagate.py`) keeps
   `ceil(tau*n)` frequencies per axis; its output depends on that and must not change;
-- the diffusion backend's E_reg (`smite_reg_energy`) follows the authors' `dct_loss`
+- the diffusion backend's E_reg (`method.energies.smite_reg_energy`) follows the authors' `dct_loss`
   (src/frequency_filter.py:77-83, 104): `floor(tau*n)` frequencies (`int(n * percentage)`) and an
   L1 mean over *all* coefficients, the masked zeros included.
 
@@ -143,7 +143,7 @@ def lowpass_energy(current: Tensor, reference: Tensor, tau: float, temporal_tau:
     `rounding` picks how many frequencies per axis are kept (see `_kept`); `mean_over` "kept" divides
     the L1 sum by the number of kept coefficients (0 when nothing is kept), "all" by the number of
     all coefficients, the masked zeros included (the authors' `F.l1_loss` of the masked spectra).
-    SMITE's E_reg is `smite_reg_energy`.
+    SMITE's E_reg is `method.energies.smite_reg_energy`.
     """
     if mean_over not in MEANS:
         raise ValueError(f"mean_over must be one of {', '.join(MEANS)}, got {mean_over!r}")
@@ -154,17 +154,6 @@ def lowpass_energy(current: Tensor, reference: Tensor, tau: float, temporal_tau:
     if mean_over == "kept":
         return coeffs.abs().mean()
     return coeffs.abs().sum() / diff.numel()
-
-
-def smite_reg_energy(current: Tensor, reference: Tensor, tau: float) -> Tensor:
-    """SMITE's E_reg as the authors compute it (src/frequency_filter.py `dct_loss`, lines 77-83 and 104).
-
-    current, reference: `(K, T, H, W)` maps; the 3-D orthonormal DCT over (frames, rows, columns) keeps
-    every temporal frequency and spatial `u, v < int(tau * n)`; the L1 is averaged over all K*T*H*W
-    coefficients. At tau 0.4 on 64x64 that is 25x25 of 4096 per frame: a mean over the kept ones
-    would be 4096/625 = 6.55x larger and silently re-weight lambda_reg against lambda_track.
-    """
-    return lowpass_energy(current, reference, tau, 1.0, rounding="floor", mean_over="all")
 
 
 def lowpass_consistency(

@@ -18,9 +18,9 @@ Reads like the paper, per window of up to 16 frames in model space:
    along point tracks;
 4. the softmax over classes of the last timestep's S gives the per-frame class probabilities.
 
-Pure tensor helpers (`ddim_move`, `adam_update`, `guide_step_size`, `guided_timesteps`,
-`track_energy`) are separate so they can be tested on hand-made inputs; the networks and the
-tracker come in through `WindowSegmenter`.
+Pure tensor helpers (`ddim_move`, `adam_update`, `guide_step_size`, `guided_timesteps`, and the
+energies in `method.energies`) are separate so they can be tested on hand-made inputs; the networks
+and the tracker come in through `WindowSegmenter`. The loop over a video's windows is `method.pipeline`.
 """
 
 from __future__ import annotations
@@ -32,18 +32,16 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import BadInputError
-from ..method.lowpass import smite_reg_energy
 from ..method.voting import vote_window
 from ..model.attention import was_map, was_readout
 from ..model.backbone import Backbone
 from ..model.encode import encode_latents, to_model_images, unet_with_maps
 from ..model.settings import DiffusionSettings
 from ..track.base import Tracker
-from .learn import class_weights
+from .energies import guidance_energy
 
 ADAM_BETAS = (0.9, 0.999)  # SMITE's Adam-style latent updates (src/latent_optimization.py:233)
 ADAM_EPS = 1e-5  # src/latent_optimization.py:224
@@ -141,13 +139,6 @@ def adam_update(z: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: int, lr: fl
     m_hat = m / (1 - b1**step)
     v_hat = v / (1 - b2**step)
     return z - lr * m_hat / (v_hat.sqrt() + ADAM_EPS)
-
-
-def track_energy(maps: Tensor, target: Tensor) -> Tensor:
-    """E_track: class-weighted CE between maps `(T, P, K)` used as logits and target labels `(T, P)`."""
-    classes = maps.shape[-1]
-    weights = class_weights(target, classes).to(maps)
-    return F.cross_entropy(maps.reshape(-1, classes), target.reshape(-1), weight=weights)
 
 
 def voted_labels(maps: Tensor, tracks: Tensor, visible: Tensor, vote_frames: int) -> Tensor:
@@ -269,12 +260,7 @@ class WindowSegmenter:
     def energy(self, maps: Tensor, ref: Tensor, target: Tensor | None, h: int, w: int, step: int = 0) -> Tensor:
         """E = λ_reg·E_reg + λ_track·E_track for maps/ref `(T, P, K)` on an (h, w) grid at guided step `step`."""
         s = self.s
-        cur = maps.permute(2, 0, 1).reshape(self.classes, -1, h, w)
-        anchor = ref.permute(2, 0, 1).reshape(self.classes, -1, h, w)
-        energy = s.lambda_reg * smite_reg_energy(cur, anchor, reg_tau_at(s.reg_tau, step))
-        if target is not None and s.lambda_track > 0:
-            energy = energy + s.lambda_track * track_energy(maps, target)
-        return energy
+        return guidance_energy(maps, ref, target, h, w, reg_tau_at(s.reg_tau, step), s.lambda_reg, s.lambda_track)
 
     def _optimise(self, z: Tensor, t: int, s_ref: Tensor, target: Tensor | None, h: int, w: int,
                   step: int = 0) -> Tensor:
