@@ -9,12 +9,17 @@ import re
 
 import pytest
 
-from smite.config import Settings, ShotSpec, load_shot
+from smite.backends import BACKEND_NAMES
+from smite.backends.propagate_settings import PropagateSettings
+from smite.config import BACKEND_SETTINGS, SETTINGS_VERSION, Settings, ShotSpec, load_shot, setting_path
+from smite.model.settings import DiffusionSettings
 from smite.errors import BadInputError, ManifestError
 
 
 def test_settings_round_trip(tmp_path):
-    settings = Settings().replace(vote_window=9, lowpass_tau=0.3, temporal=False, flow_preset="fast")
+    settings = Settings().replace(vote_window=9, temporal=False, seed=7,
+                                  propagate=PropagateSettings(lowpass_tau=0.3, flow_preset="fast"),
+                                  diffusion=DiffusionSettings(window=8, overlap=4))
     path = tmp_path / "settings.json"
     path.write_text(settings.to_json())
     assert Settings.from_dict(json.loads(path.read_text())) == settings
@@ -76,17 +81,23 @@ def test_manifest_validation(change, needle):
 from smite.settings_json import Range, check_ranges, field_ranges, ranged  # noqa: E402
 
 
-def test_every_setting_declares_its_range():
-    declared = field_ranges(Settings)
-    numbers = {f.name for f in dataclasses.fields(Settings) if f.type in ("int", "float", "str")}
+def _ranges() -> dict:
+    """Every ranged setting a flat name reaches: the shared ones and the weight-free backend's."""
+    return {**field_ranges(Settings), **field_ranges(PropagateSettings)}
+
+
+@pytest.mark.parametrize("cls", [Settings, PropagateSettings])
+def test_every_setting_declares_its_range(cls):
+    declared = field_ranges(cls)
+    numbers = {f.name for f in dataclasses.fields(cls) if f.type in ("int", "float", "str")}
     assert numbers and numbers <= set(declared)
 
 
-@pytest.mark.parametrize("name", sorted(n for n, r in field_ranges(Settings).items() if not r.choices))
+@pytest.mark.parametrize("name", sorted(n for n, r in _ranges().items() if not r.choices))
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), -3, 10**12, 10**400],
                          ids=["nan", "inf", "-inf", "-3", "1e12", "1e400"])
 def test_out_of_range_setting_is_one_line_naming_setting_and_range(name, bad):
-    rng = field_ranges(Settings)[name]
+    rng = _ranges()[name]
     with pytest.raises(BadInputError) as exc:
         Settings.from_dict({name: bad})
     message = str(exc.value)
@@ -104,8 +115,9 @@ def test_issue_14_settings_are_refused(data):
     """Each was accepted before (flat 0.5 mattes, changed results, or a 14 PiB allocation)."""
     with pytest.raises(BadInputError, match=f"setting '{next(iter(data))}' must be"):
         Settings.from_dict(data)
-    with pytest.raises(BadInputError):
-        Settings().replace(**data)  # however the object is made
+    with pytest.raises(BadInputError):  # however the object is made
+        section, _ = setting_path(next(iter(data)))
+        PropagateSettings().replace(**data) if section else Settings().replace(**data)
 
 
 def test_range_descriptions_and_bounds():
@@ -139,3 +151,131 @@ def test_cli_set_nan_is_one_line(make_shot, tmp_path, capsys):
                  "--set", "refine_eps=NaN"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and err == ["smite: error: setting 'refine_eps' must be in (0, 1], got nan"]
+
+
+# --- issue 10: shared settings, each backend's own nested under its name -------------------------
+
+V1 = {  # what `Settings().to_json()` wrote in version 1 (flat weight-free settings, two seeds), non-defaults
+    "version": 1, "backend": "diffusion", "temporal": True, "vote_window": 9, "vote_stride": 3, "lowpass_tau": 0.3,
+    "lowpass_strength": 0.5, "work_max_side": 320, "flow_preset": "fast", "carry_decay": 0.9, "occlusion_decay": 0.6,
+    "appearance_weight": 1.0, "appearance_levels": 16, "uncertain_blur": 0.1, "snap_radius": 4, "snap_eps": 0.0005,
+    "refine_radius": 6, "refine_eps": 0.0005, "context": 4, "seed": 3,
+    "diffusion": {"window": 8, "overlap": 4, "seed": 3, "part_model": "/p.smite"},
+}
+
+
+def test_backend_sections_are_the_backend_table():
+    assert tuple(BACKEND_SETTINGS) == BACKEND_NAMES
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    for name, kind in BACKEND_SETTINGS.items():
+        assert isinstance(fields[name].default_factory(), kind)
+
+
+def test_version_1_settings_are_upgraded():
+    settings = Settings.from_dict(V1)
+    assert settings.propagate == PropagateSettings(vote_stride=3, lowpass_tau=0.3, work_max_side=320,
+                                                   flow_preset="fast", carry_decay=0.9)
+    assert settings.diffusion == DiffusionSettings(window=8, overlap=4, part_model="/p.smite")
+    assert (settings.backend, settings.vote_window, settings.refine_radius, settings.context, settings.seed) == \
+        ("diffusion", 9, 6, 4, 3)
+    assert Settings.from_dict(json.loads(settings.to_json())) == settings
+    assert json.loads(settings.to_json())["version"] == SETTINGS_VERSION == 2
+    # unversioned JSON (a host's, a hand-written file) is read the same way; diffusion.seed alone is the seed
+    assert Settings.from_dict({"carry_decay": 0.9, "diffusion": {"seed": 5}}) == \
+        Settings(seed=5, propagate=PropagateSettings(carry_decay=0.9))
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({**V1, "diffusion": {"seed": 4}}, "two seeds .seed 3, diffusion.seed 4.; version 2 has one"),
+    ({"version": 2, "carry_decay": 0.9}, "unknown setting 'carry_decay'"),  # version 2 is read as written
+    ({"version": 2, "diffusion": {"seed": 1}}, "unknown diffusion setting 'seed'"),
+    ({"version": 3}, "settings version 3 is not one this SMITE reads"),
+    ({"propagate": 1}, "setting 'propagate' must be an object"),
+    ({"propagate": {"carry_decay": 2}}, "propagate setting 'carry_decay' must be in"),
+])
+def test_settings_shape_errors_are_one_line(data, needle):
+    with pytest.raises(BadInputError, match=needle):
+        Settings.from_dict(data)
+
+
+def test_setting_paths():
+    assert setting_path("seed") == (None, "seed") and setting_path("refine_eps") == (None, "refine_eps")
+    assert setting_path("carry_decay") == ("propagate", "carry_decay")
+    assert setting_path("window") == ("diffusion", "window")
+    assert setting_path("propagate.carry_decay") == ("propagate", "carry_decay")
+    assert setting_path("nonsense") == (None, "nonsense")  # named as unknown by validation
+    with pytest.raises(BadInputError, match="before the dot must be one of propagate, diffusion"):
+        setting_path("sam.window")
+
+
+def test_a_job_is_its_shared_settings_and_its_own_backends():
+    base = Settings()
+    tuned_diffusion = base.replace(diffusion=DiffusionSettings(window=8, overlap=4))
+    tuned_propagate = base.replace(propagate=PropagateSettings(carry_decay=0.5))
+    assert tuned_diffusion.result_dict("propagate") == base.result_dict("propagate")
+    assert tuned_propagate.result_dict("diffusion") == base.result_dict("diffusion")
+    assert tuned_propagate.result_dict("propagate") != base.result_dict("propagate")
+    assert tuned_diffusion.result_dict("diffusion") != base.result_dict("diffusion")
+    assert base.replace(context=0).result_dict("propagate") == base.result_dict("propagate")  # context: not a result
+    assert set(base.result_dict("propagate")) == {"version", "backend", "temporal", "vote_window", "refine_radius",
+                                                  "refine_eps", "seed", "propagate"}
+
+
+@pytest.mark.parametrize("items, expected", [
+    (["carry_decay=0.9"], {"propagate": {"carry_decay": 0.9}}),
+    (["propagate.carry_decay=0.9", "seed=2"], {"propagate": {"carry_decay": 0.9}, "seed": 2}),
+    (["window=8", "diffusion.overlap=4", "tracker=flow"], {"diffusion": {"window": 8, "overlap": 4, "tracker": "flow"}}),
+])
+def test_cli_set_places_old_flat_and_new_dotted_names(items, expected):
+    from smite.cli.segment import parse_set_items
+
+    assert parse_set_items(items) == {"version": SETTINGS_VERSION, **expected}
+
+
+def test_cli_settings_file_of_version_1_with_set_on_top(tmp_path):
+    import argparse
+
+    from smite.cli.segment import add_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(V1))
+    args = parser.parse_args(["--shot", "s.json", "--out", "o.####.exr", "--settings", str(path),
+                              "--set", "propagate.snap_radius=2", "--set", "window=6", "--backend", "propagate"])
+    settings = settings_from_args(args)
+    assert settings == Settings.from_dict(V1).replace(
+        backend="propagate", propagate=Settings.from_dict(V1).propagate.replace(snap_radius=2),
+        diffusion=DiffusionSettings(window=6, overlap=4, part_model="/p.smite"))
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"resolution": 500}, r"diffusion setting 'resolution' must be a multiple of 32 in \[32, 2048\], got 500"),
+    ({"aug_flip": 1.5}, r"diffusion setting 'aug_flip' must be in \[0, 1\], got 1.5"),
+    ({"reg_tau": [0.5, 1.5]}, r"diffusion setting 'reg_tau' must be one or more numbers each in \(0, 1\]"),
+    ({"reg_tau": []}, "diffusion setting 'reg_tau' must be one or more numbers"),
+    ({"inversion": "magic"}, "diffusion setting 'inversion' must be one of noise, ddim"),
+    ({"aug_blur_max": 4}, "diffusion setting 'aug_blur_max' must be an odd number"),
+    ({"learn_lr": float("nan")}, "diffusion setting 'learn_lr' must be a finite number"),
+    ({"window": 4, "overlap": 4}, "diffusion settings: need overlap < window"),
+    ({"ref_t": 3, "ref_t_jitter": 5}, "ref_t_jitter must keep the reference timesteps in 1..999"),
+])
+def test_diffusion_settings_declare_their_ranges(data, needle):
+    with pytest.raises(BadInputError, match=needle):
+        DiffusionSettings.from_dict(data)
+    with pytest.raises(BadInputError):  # however the object is made
+        DiffusionSettings().replace(**data)
+
+
+def test_smite_learn_reads_the_one_seed_and_the_diffusion_settings():
+    import argparse
+
+    pytest.importorskip("torch")
+    from smite.cli.learn import add_arguments, learn_settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--shot", "s.json", "--out", "p.smite", "--steps", "7",
+                              "--set", "seed=3", "--set", "kv_phase=false"])
+    settings = learn_settings_from_args(args)
+    assert settings.seed == 3 and settings.diffusion == DiffusionSettings(learn_steps=7, kv_phase=False)

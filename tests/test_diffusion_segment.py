@@ -294,7 +294,7 @@ def test_end_to_end_engine_writes_part_mattes(shot_and_model, tmp_path, monkeypa
     shot, backbone, path = shot_and_model
     backend = DiffusionBackend(Settings(backend="diffusion"), FAST.replace(part_model=path, window=8, overlap=4),
                                backbone=backbone)
-    monkeypatch.setattr(engine, "make_backend", lambda settings: backend)
+    monkeypatch.setattr(engine, "make_backend", lambda settings, progress: backend)
     out = str(tmp_path / "out" / "m.####.exr")
     result = engine.segment_shot(shot, out, Settings(backend="diffusion"), frames=list(range(12)))
     assert result.written == list(range(12))
@@ -311,7 +311,7 @@ def test_three_chunks_equal_one_run(shot_and_model, tmp_path, monkeypatch):
 
     shot, backbone, path = shot_and_model
     diffusion = FAST.replace(part_model=path)
-    monkeypatch.setattr(engine, "make_backend", lambda s: DiffusionBackend(s, diffusion, backbone=backbone))
+    monkeypatch.setattr(engine, "make_backend", lambda s, progress: DiffusionBackend(s, diffusion, backbone=backbone))
     settings = Settings(backend="diffusion")
     one, chunks = str(tmp_path / "one" / "m.####.exr"), str(tmp_path / "chunks" / "m.####.exr")
     engine.segment_shot(shot, one, settings)

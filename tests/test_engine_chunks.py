@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from smite.backends.base import BackendBase
+from smite.backends.propagate_settings import PropagateSettings
 from smite.config import Settings, ShotSpec
 from smite.engine import segment_shot
 from smite.errors import OutOfMemoryError
@@ -16,7 +18,7 @@ from conftest import SHARED_DATA
 
 CLIP = str(SHARED_DATA / "davis16_car-shadow")
 CHAIR = os.path.join(os.path.dirname(__file__), "data", "chair")
-FAST = Settings(work_max_side=240, flow_preset="fast")
+FAST = Settings(propagate=PropagateSettings(work_max_side=240, flow_preset="fast"))
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +81,25 @@ def test_resume_skips_complete_frames_and_redoes_damaged_ones(tmp_path):
     assert forced.written == list(range(12)) and forced.skipped == []
 
 
-class _OomOnce:
+def test_only_the_own_backends_settings_redo_frames(tmp_path):
+    """A weight-free job holds the shared settings and its own: tuning the diffusion backend redoes nothing."""
+    from smite.model.settings import DiffusionSettings
+
+    shot, out = _chair("0-3"), str(tmp_path / "m.####.exr")
+    assert segment_shot(shot, out, FAST).written == list(range(4))
+    diffusion_tuned = FAST.replace(diffusion=DiffusionSettings(window=8, overlap=4, lambda_reg=2.0))
+    assert segment_shot(shot, out, diffusion_tuned).skipped == list(range(4))
+    own_tuned = FAST.replace(propagate=FAST.propagate.replace(carry_decay=0.5))
+    assert segment_shot(shot, out, own_tuned, frames=[2]).written == [2]
+
+
+class _OomOnce(BackendBase):
     """A backend stand-in that runs out of memory after `fail_after` frames while its window is large."""
 
     name = "propagate"
 
     def __init__(self, real, log, fail_after):
+        super().__init__(real.settings)
         self.real, self.log, self.fail_after = real, log, fail_after
 
     def init_state(self, source, parts):
@@ -109,12 +124,12 @@ def test_out_of_memory_retries_only_unfinished_frames(tmp_path, monkeypatch):
     from smite.backends.propagate import PropagateBackend
 
     log = []
-    monkeypatch.setattr(engine, "make_backend", lambda s: _OomOnce(PropagateBackend(s), log, fail_after=3))
+    monkeypatch.setattr(engine, "make_backend", lambda s, progress: _OomOnce(PropagateBackend(s), log, fail_after=3))
     result = segment_shot(_chair("0-7"), str(tmp_path / "m.####.exr"), FAST)
     assert log == [(15, list(range(8))), (5, [3, 4, 5, 6, 7])]
     assert result.written == list(range(8))
 
-    monkeypatch.setattr(engine, "make_backend", lambda s: _OomOnce(PropagateBackend(s), [], fail_after=0))
+    monkeypatch.setattr(engine, "make_backend", lambda s, progress: _OomOnce(PropagateBackend(s), [], fail_after=0))
     monkeypatch.setattr(_OomOnce, "shrink_settings", lambda self, s: None)
     with pytest.raises(OutOfMemoryError, match="frames 0-7"):
         segment_shot(_chair("0-7"), str(tmp_path / "n.####.exr"), FAST)

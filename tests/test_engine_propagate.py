@@ -11,6 +11,7 @@ import numpy as np
 import OpenImageIO as oiio
 import pytest
 
+from smite.backends.propagate_settings import PropagateSettings
 from smite.config import Settings, ShotSpec, load_shot
 from smite.engine import segment_shot
 from smite.errors import CancelledError
@@ -86,7 +87,7 @@ def test_same_input_same_mattes(make_shot, tmp_path):
         assert np.array_equal(read_matte(a.replace("####", f"{f:04d}"))[1], read_matte(b.replace("####", f"{f:04d}"))[1])
 
 
-# Each setting the weight-free backend reads, with a value that must change the mattes.
+# Each setting the weight-free backend reads (shared and its own), with a value that must change the mattes.
 CHANGES = {
     "temporal": False,
     "vote_window": 3,
@@ -109,8 +110,9 @@ NOT_FOR_PROPAGATE = {"backend", "seed", "context"}  # seed: no randomness here; 
 
 
 def test_every_setting_is_covered():
-    fields = {f.name for f in dataclasses.fields(Settings)}
-    assert fields - NOT_FOR_PROPAGATE - {"diffusion"} == set(CHANGES)
+    shared = {f.name for f in dataclasses.fields(Settings)} - {"propagate", "diffusion"}
+    own = {f.name for f in dataclasses.fields(PropagateSettings)}
+    assert shared - NOT_FOR_PROPAGATE | own == set(CHANGES)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +130,6 @@ def baseline(tmp_path_factory):
 def test_no_dead_settings(name, baseline, tmp_path):
     shot, base = baseline
     out = str(tmp_path / "m.####.exr")
-    segment_shot(shot, out, Settings().replace(**{name: CHANGES[name]}))
+    segment_shot(shot, out, Settings.from_dict({name: CHANGES[name]}))  # flat name: placed by config.setting_path
     diff = max(float(np.abs(read_matte(out.replace("####", f"{f:04d}"))[1] - base[f]).max()) for f in range(8))
     assert diff > 1e-3, f"setting {name} does not change the mattes"

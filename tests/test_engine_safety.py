@@ -102,7 +102,7 @@ def test_start_up_sweep_keeps_temp_files_of_a_live_writer(make_shot, tmp_path):
     """A retried farm task used to delete the first task's frame in progress (1 race in 8)."""
     shot = load_shot(str(make_shot(frames="0-3")))
     out = str(tmp_path / "out" / "m.####.exr")
-    job = job_metadata(shot, Settings(), "propagate")["smite/job"]
+    job = job_metadata(shot, "propagate", Settings().result_dict("propagate"))["smite/job"]
     alive, dead = os.getppid(), _dead_pid()
     claim = _claim_file(out, alive, job)  # the same job, still running elsewhere on this host
     theirs = tmp_path / "out" / f".m.0003.{alive}.tmp.exr"

@@ -18,7 +18,7 @@ from smite.io.sequence import frame_path
 
 CHAIR = os.path.join(os.path.dirname(__file__), "data", "chair", "shot.json")
 FAST = ["--set", "work_max_side=160", "--set", "flow_preset=fast"]
-FAST_SETTINGS = Settings(work_max_side=160, flow_preset="fast")
+FAST_SETTINGS = Settings.from_dict({"work_max_side": 160, "flow_preset": "fast"})  # the flags' flat names
 
 
 def _job(tmp_path, **kwargs):

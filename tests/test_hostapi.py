@@ -250,7 +250,7 @@ def test_progress_is_one_line_and_a_fraction():
 
 
 def test_backends_come_from_the_server_else_the_fallback_the_core_accepts():
-    from smite.config import BACKENDS as CORE_BACKENDS
+    from smite.backends import BACKEND_NAMES as CORE_BACKENDS
 
     assert jobsettings.backends() == list(jobsettings.BACKENDS) == list(CORE_BACKENDS)
     assert jobsettings.backends({"capabilities": {"backends": ["propagate", "other"]}}) == ["propagate", "other"]

@@ -57,7 +57,7 @@ def test_part_model_errors_are_clear(tmp_path):
 def test_settings_save_load_equal_and_validate():
     s = DiffusionSettings(resolution=256, lambda_track=2.0, inversion="ddim", kv_phase=False)
     data = json.loads(s.to_json())
-    assert data["version"] == DIFFUSION_SETTINGS_VERSION == 2 and list(data) == sorted(data)
+    assert data["version"] == DIFFUSION_SETTINGS_VERSION == 3 and list(data) == sorted(data)
     assert DiffusionSettings.from_dict(data) == s
     assert DiffusionSettings.from_dict({"lambda_reg": 4}).lambda_reg == 4.0
     for bad in ({"resolution": 100}, {"inversion": "magic"}, {"overlap": 16}, {"aug_flip": 2.0},

@@ -1,6 +1,8 @@
 """Shot manifest and settings: the one home of every tunable number.
 
-A `ShotSpec` says *what* to segment (plate, frames, parts, references); `Settings` says *how*.
+A `ShotSpec` says *what* to segment (plate, frames, parts, references); `Settings` says *how*: the
+shared settings, and each backend's own beside its backend (`backends.propagate_settings`,
+`model.settings`), nested under the backend's name.
 Both are frozen dataclasses loaded from JSON with validation, so a bad manifest fails early with
 one line naming the field, and a saved job can be compared with a new one (resume, farm chunks).
 """
@@ -14,59 +16,60 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .backends import BACKEND_NAMES
+from .backends.propagate_settings import PropagateSettings
 from .errors import BadInputError, ManifestError
 from .hostapi.names import PART_NAME
 from .io.sequence import format_frame_range, parse_frame_range
 from .model.settings import DiffusionSettings
 from .settings_json import check_ranges, fields_from_dict, ranged
 
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2  # 2: each backend's own settings nest under its name; one seed (see `upgrade_settings_dict`)
 MAX_JSON_BYTES = 16 * 1024 * 1024  # a manifest or settings file holds paths and numbers: 16 MiB is generous
-BACKENDS = ("propagate", "diffusion")
-FLOW_PRESETS = ("ultrafast", "fast", "medium")  # the OpenCV DIS presets of `track.flow.PRESETS`
+# Settings that decide which frames are read or how fast, never what a frame's matte is.
+NON_RESULT_SETTINGS = ("context",)
+# Each backend's own settings: a `Settings` field named after the backend (the keys of `backends.BACKENDS`).
+BACKEND_SETTINGS: dict[str, type] = {"propagate": PropagateSettings, "diffusion": DiffusionSettings}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """How to segment. Defaults are the paper's values where the paper has one."""
+    """How to segment: the settings every backend reads, and each backend's own under its name.
+
+    Defaults are the paper's values where the paper has one. A job's identity holds only the shared
+    settings and its own backend's (`result_dict`), so tuning one backend never redoes the other's frames.
+    """
 
     # Each number's valid range sits beside it (`ranged`: lo, hi, open ends); `check_ranges` enforces them.
-    backend: str = ranged("propagate", choices=BACKENDS)  # weight-free path by default: runs without downloads
+    backend: str = ranged("propagate", choices=BACKEND_NAMES)  # weight-free path by default: runs without downloads
     temporal: bool = True  # SMITE's temporal module (voting + low-pass); off only for ablations
-    vote_window: int = ranged(15, 1, 99, odd=True)  # SMITE: voting window W=15 frames centred on t
-    vote_stride: int = ranged(2, 1, 64)  # vote on every n-th working pixel, applied as an upsampled correction (speed)
-    lowpass_tau: float = ranged(0.4, 0, 1, lo_open=True)  # SMITE: keep spatial DCT frequencies u,v < tau*size (tau=0.4 at step 1)
-    lowpass_strength: float = ranged(0.5, 0, 1)  # how far the voted maps' low frequencies move to the motion-compensated mean
-    work_max_side: int = ranged(480, 32, 4096)  # working resolution (long side) for flow and propagation: speed vs detail
-    flow_preset: str = ranged("medium", choices=FLOW_PRESETS)  # OpenCV DIS preset: ultrafast | fast | medium
-    carry_decay: float = ranged(0.97, 0, 1, lo_open=True)  # per-frame confidence decay of a carried reference (trust near keyframes)
-    occlusion_decay: float = ranged(0.6, 0, 1)  # confidence factor where forward-backward flow disagrees
-    appearance_weight: float = ranged(1.0, 0, 10)  # weight of the references' colour model where the flow carry is unsure
-    appearance_levels: int = ranged(16, 2, 64)  # colour histogram bins per channel (16**3 joint RGB bins; 64**3 at most)
-    uncertain_blur: float = ranged(0.1, 0, 1)  # blur (fraction of the long side) of the prior where the carry is unsure
-    snap_radius: int = ranged(4, 0, 64)  # guided-filter radius (working px) that re-snaps carried maps to plate edges
-    snap_eps: float = ranged(5e-4, 0, 1, lo_open=True)  # guided-filter regulariser for snapping (smaller = follows edges harder)
+    vote_window: int = ranged(15, 1, 99, odd=True)  # SMITE: voting window W=15 frames centred on t (both backends)
     refine_radius: int = ranged(4, 0, 256)  # guided-filter radius (plate px) for the plate-resolution refinement
     refine_eps: float = ranged(5e-4, 0, 1, lo_open=True)  # guided-filter regulariser for the refinement
     context: int = ranged(8, 0, 10_000)  # extra frames read on each side of a farm chunk for temporal context
-    seed: int = ranged(0, 0, 2**32 - 1)  # every random choice derives from this
-    diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)  # the SMITE backend's own settings
+    seed: int = ranged(0, 0, 2**32 - 1)  # every random choice derives from this (learning, noise, window draws)
+    propagate: PropagateSettings = field(default_factory=PropagateSettings)  # the weight-free backend's own
+    diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)  # the SMITE backend's own
 
     def __post_init__(self) -> None:
         check_ranges(self)
-        if not isinstance(self.diffusion, DiffusionSettings):
-            raise BadInputError(f"setting 'diffusion' must be diffusion settings, got {self.diffusion!r}")
+        for name, kind in BACKEND_SETTINGS.items():
+            if not isinstance(getattr(self, name), kind):
+                raise BadInputError(f"setting '{name}' must be {name} settings, got {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Settings":
-        values = fields_from_dict(cls, data, "setting", skip=("diffusion",))
-        nested = data.get("diffusion")
-        if isinstance(nested, DiffusionSettings):
-            values["diffusion"] = nested
-        elif isinstance(nested, Mapping):
-            values["diffusion"] = DiffusionSettings.from_dict(nested)
-        elif nested is not None:
-            raise BadInputError(f"setting 'diffusion' must be an object, got {nested!r}")
+        """Settings from JSON of this version or an older one (`upgrade_settings_dict`)."""
+        data = upgrade_settings_dict(data)
+        values = fields_from_dict(cls, data, "setting", skip=tuple(BACKEND_SETTINGS))
+        for name, kind in BACKEND_SETTINGS.items():
+            nested = data.get(name)
+            if isinstance(nested, kind):
+                values[name] = nested
+            elif isinstance(nested, Mapping):
+                values[name] = kind.from_dict(nested)
+            elif nested is not None:
+                raise BadInputError(f"setting '{name}' must be an object, got {nested!r}")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,8 +78,76 @@ class Settings:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    def result_dict(self, backend: str) -> dict[str, Any]:
+        """The settings that decide `backend`'s mattes: the shared ones that do, and its own."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in NON_RESULT_SETTINGS and (k not in BACKEND_SETTINGS or k == backend)}
+
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+
+SHARED_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in BACKEND_SETTINGS)
+
+
+def setting_path(key: str) -> tuple[str | None, str]:
+    """Where a setting named ``key`` lives: ``(backend, field)`` or ``(None, field)`` for a shared one.
+
+    ``"propagate.carry_decay"`` names its backend; a bare name is shared when `Settings` has it,
+    else the one backend's whose settings have it (``carry_decay`` -> propagate, ``window`` ->
+    diffusion). A bare name two backends share is an error asking for the prefix; an unknown one is
+    returned as shared, for validation to name.
+    """
+    section, dot, name = key.partition(".")
+    if dot:
+        if section not in BACKEND_SETTINGS:
+            raise BadInputError(f"unknown setting '{key}': the part before the dot must be one of "
+                                f"{', '.join(BACKEND_SETTINGS)}")
+        return section, name
+    if key in SHARED_SETTINGS or key in BACKEND_SETTINGS:
+        return None, key
+    owners = [b for b, kind in BACKEND_SETTINGS.items() if key in {f.name for f in dataclasses.fields(kind)}]
+    if len(owners) > 1:
+        raise BadInputError(f"setting '{key}' belongs to several backends; name one: "
+                            + " or ".join(f"{b}.{key}" for b in owners))
+    return (owners[0], key) if owners else (None, key)
+
+
+def upgrade_settings_dict(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings JSON of any version -> this version's shape (nothing filled in: absent stays absent).
+
+    Version 1 (and JSON without a version) kept the weight-free backend's settings at the top level
+    and had two seeds, ``seed`` (segmenting) and ``diffusion.seed`` (learning). Top-level names of
+    one backend's settings move under that backend (`setting_path`); the seeds become the one
+    ``seed``: ``diffusion.seed`` alone is taken as it, both must agree (defaults do: 0), else the file
+    is refused, since one of its results could not be reproduced. Version 2 is taken as written.
+    """
+    if not isinstance(data, Mapping):
+        raise BadInputError(f"settings must be a JSON object, got {type(data).__name__}")
+    version = data.get("version")
+    if version is not None and (isinstance(version, bool) or version not in (1, SETTINGS_VERSION)):
+        raise BadInputError(f"settings version {version!r} is not one this SMITE reads (1 or {SETTINGS_VERSION})")
+    out: dict[str, Any] = {k: (dict(v) if k in BACKEND_SETTINGS and isinstance(v, Mapping) else v)
+                           for k, v in data.items()}
+    if version == SETTINGS_VERSION:
+        return out
+    for key in list(out):
+        section, name = setting_path(key) if key != "version" else (None, key)
+        if section is not None:
+            nested = out.setdefault(section, {})
+            if not isinstance(nested, dict):
+                raise BadInputError(f"setting '{section}' must be an object, got {nested!r}")
+            nested[name] = out.pop(key)
+    diffusion = out.get("diffusion")
+    if isinstance(diffusion, dict) and "seed" in diffusion:
+        learn_seed = diffusion.pop("seed")
+        if "seed" not in out:
+            out["seed"] = learn_seed
+        elif out["seed"] != learn_seed:
+            raise BadInputError(f"settings version 1 with two seeds (seed {out['seed']!r}, diffusion.seed "
+                                f"{learn_seed!r}); version {SETTINGS_VERSION} has one: keep only 'seed'")
+    out["version"] = SETTINGS_VERSION
+    return out
 
 
 @dataclass(frozen=True)

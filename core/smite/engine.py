@@ -25,7 +25,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import __version__
-from .backends.base import make_backend
+from .backends import make_backend
+from .backends.base import BackendBase, ProgressFn
 from .config import Settings, ShotSpec
 from .errors import BadInputError, CancelledError, OutputError
 from .frames import FrameSource
@@ -37,12 +38,9 @@ from .oom import run_with_oom_retry
 from .references import load_references
 from .refine import refine_to_plate
 
-ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, message)
 PREVIEW_TILES = 8
 PREVIEW_KEY = "smite/preview"  # marks a contact sheet SMITE wrote: only such a file is ever replaced
 MIN_PLATE_SIDE = 16  # smaller plates cannot hold a flow pyramid or a guided-filter window
-# Settings that decide which frames are read or how fast, never what a frame's matte is.
-NON_RESULT_SETTINGS = ("context",)
 
 
 @dataclass
@@ -56,11 +54,11 @@ class SegmentResult:
         return asdict(self)
 
 
-def job_metadata(shot: ShotSpec, settings: Settings, backend: str, model_hash: str = "") -> dict[str, str]:
-    """Metadata stored in every matte; a frame is reused on resume only if all of it matches."""
-    result_settings = {k: v for k, v in settings.to_dict().items() if k not in NON_RESULT_SETTINGS}
-    if backend != "diffusion":  # the diffusion backend's own settings cannot change a weight-free matte
-        result_settings.pop("diffusion", None)
+def job_metadata(shot: ShotSpec, backend: str, result_settings: dict, model_hash: str = "") -> dict[str, str]:
+    """Metadata stored in every matte; a frame is reused on resume only if all of it matches.
+
+    `result_settings` are the settings that decide the backend's mattes (`BackendBase.result_settings`).
+    """
     refs = [(r.frame, r.labels, sorted(r.masks.items())) for r in shot.references]
     job = json.dumps(
         {"plate": shot.plate, "parts": shot.parts, "refs": refs, "cs": shot.colorspace, "settings": result_settings,
@@ -80,7 +78,7 @@ def job_metadata(shot: ShotSpec, settings: Settings, backend: str, model_hash: s
 
 
 def frames_to_load(shot: ShotSpec, frames: Sequence[int], context: int,
-                   first_needed: Callable[[int], int] | None = None) -> list[int]:
+                   first_needed: Callable[[int], int] = lambda first: first) -> list[int]:
     """Shot frames a chunk needs: itself, `context` frames each side, and its nearest references.
 
     Including the nearest reference on each side makes a chunk carry exactly what a whole-shot run
@@ -90,10 +88,9 @@ def frames_to_load(shot: ShotSpec, frames: Sequence[int], context: int,
     order = list(shot.frames)
     pos = {f: i for i, f in enumerate(order)}
     lo = max(0, min(pos[f] for f in frames) - context)
-    if first_needed is not None:
-        earliest = first_needed(order[lo])
-        while lo > 0 and order[lo - 1] >= earliest:
-            lo -= 1
+    earliest = first_needed(order[lo])
+    while lo > 0 and order[lo - 1] >= earliest:
+        lo -= 1
     hi = min(len(order) - 1, max(pos[f] for f in frames) + context)
     ref_pos = sorted(pos[r] for r in shot.reference_frames)
     before = [p for p in ref_pos if p <= lo]
@@ -101,6 +98,10 @@ def frames_to_load(shot: ShotSpec, frames: Sequence[int], context: int,
     lo = before[-1] if before else min(lo, ref_pos[0])
     hi = after[0] if after else max(hi, ref_pos[-1])
     return order[lo : hi + 1]
+
+
+def _job_metadata(shot: ShotSpec, backend: BackendBase) -> dict[str, str]:
+    return job_metadata(shot, backend.name, backend.result_settings(), backend.model_hash)
 
 
 def _check_output(out_pattern: str) -> None:
@@ -186,15 +187,15 @@ def segment_shot(
     outside = [f for f in frames if f not in shot_frames]
     if outside:
         raise BadInputError(f"frame {outside[0]} is outside the shot's frames {format_frame_range(list(shot.frames))}")
-    backend = make_backend(settings)
-    meta = job_metadata(shot, settings, backend.name, getattr(backend, "model_hash", ""))
+    backend = make_backend(settings, progress=report)
+    meta = _job_metadata(shot, backend)
     with Claim(out_pattern, meta["smite/job"]) as claim:
         remove_stale_temps([frame_path(out_pattern, f) for f in frames], claim.live_pids())
         return _segment(shot, out_pattern, settings, frames, backend, meta, preview=preview, force=force,
                         report=report, cancel=cancel)
 
 
-def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[int], backend: object,
+def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[int], backend: BackendBase,
              meta: dict[str, str], *, preview: bool, force: bool, report: ProgressFn,
              cancel: threading.Event | None) -> SegmentResult:
     """`segment_shot` once the output is claimed: resume check, render, preview."""
@@ -218,14 +219,13 @@ def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[
         """Segment the frames of `todo` not yet written; re-entered with smaller settings after an OOM."""
         run_backend, run_meta = backend, meta
         if run is not settings:
-            run_backend = make_backend(run)
-            run_meta = job_metadata(shot, run, run_backend.name, getattr(run_backend, "model_hash", ""))
+            run_backend = make_backend(run, progress=report)
+            run_meta = _job_metadata(shot, run_backend)
         # Written into each matte: the job's identity plus every setting (even those that don't enter it).
         run_meta = {**run_meta, "smite/settings_all": run.to_json()}
-        run_backend.progress = report
         written = set(result.written)
         left = [f for f in todo if f not in written]
-        loaded = frames_to_load(shot, left, run.context, getattr(run_backend, "first_needed", None))
+        loaded = frames_to_load(shot, left, run.context, run_backend.first_needed)
         source = FrameSource(shot.plate, loaded, shot.colorspace)
         if min(source.size) < MIN_PLATE_SIDE:
             raise BadInputError(f"plate {source.path(loaded[0])} is {source.size[1]}x{source.size[0]}; "
@@ -254,9 +254,9 @@ def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[
                 writer.submit(finish, frame, probs, source.get(frame))
 
     if todo:
-        # A backend that can work in less memory offers `shrink_settings(settings) -> Settings | None`;
-        # frames finished before an out-of-memory error are kept, only the rest are redone.
-        run_with_oom_retry(render, settings, getattr(backend, "shrink_settings", None),
+        # Frames finished before an out-of-memory error are kept; the rest are redone with the backend's
+        # smaller settings (`shrink_settings`), until it has none.
+        run_with_oom_retry(render, settings, backend.shrink_settings,
                            what=f"frames {format_frame_range(todo)}")
     if preview_path is not None:
         result.preview = _write_preview(shot, out_pattern, frames, preview_path)
@@ -315,6 +315,7 @@ def learn_parts(shot: ShotSpec, out_path: str, settings: Settings, *, progress: 
         raise BadInputError(f"{shot.source}: no reference left to learn from after holding out frame {holdout}")
     diffusion = settings.diffusion
     backbone = backbone or load_backbone(diffusion.model or None)
-    result = PartLearner(backbone, diffusion)(train, shot.parts, val=val, progress=progress, cancel=cancel)
+    result = PartLearner(backbone, diffusion, settings.seed)(train, shot.parts, val=val, progress=progress,
+                                                             cancel=cancel)
     save_part_model(out_path, result.model)
     return replace(result, path=out_path)

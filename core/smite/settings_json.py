@@ -79,6 +79,8 @@ class Range:
         return kind + bounds
 
     def admits(self, value: Any) -> bool:
+        if isinstance(value, tuple):  # a per-step schedule: one or more values, each in range
+            return bool(value) and all(self.admits(v) for v in value)
         if self.choices:
             return value in self.choices
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -123,7 +125,8 @@ def check_ranges(obj: Any, label: str = "setting") -> None:
         if isinstance(value, float) and not math.isfinite(value) and rng is None:
             raise BadInputError(f"{label} '{f.name}' must be a finite number, got {value!r}")
         if rng is not None and not rng.admits(value):
-            raise BadInputError(f"{label} '{f.name}' must be {rng.describe()}, got {value!r}")
+            what = f"one or more numbers each {rng.describe()}" if isinstance(value, tuple) else rng.describe()
+            raise BadInputError(f"{label} '{f.name}' must be {what}, got {value!r}")
 
 
 def field_ranges(cls: type) -> dict[str, Range]:

@@ -26,7 +26,7 @@ from ..model.parts import PartModel, load_part_model
 from ..model.settings import DiffusionSettings
 from ..track.base import Tracker
 from ..oom import halve
-from .base import BackendBase, VideoState
+from .base import BackendBase, ProgressFn, VideoState
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,9 @@ class DiffusionBackend(BackendBase):
 
     def __init__(self, settings: Settings, diffusion: DiffusionSettings | None = None, *,
                  backbone: Backbone | None = None, part_model: PartModel | None = None,
-                 tracker: Tracker | None = None) -> None:
-        self.settings = settings
-        self.diffusion = diffusion or getattr(settings, "diffusion", None) or DiffusionSettings()
+                 tracker: Tracker | None = None, progress: ProgressFn | None = None) -> None:
+        super().__init__(settings, progress=progress)
+        self.diffusion = diffusion or settings.diffusion
         self._backbone = backbone
         self._part_model = part_model
         self._tracker = tracker
@@ -129,7 +129,7 @@ class DiffusionBackend(BackendBase):
         log.info("no part model given: learning %s from %d reference(s)", ", ".join(state.parts), len(state.references))
         examples = [Example(state.source.get(f), p.argmax(0).astype(np.uint8), f"frame {f}")
                     for f, p in sorted(state.references.items())]
-        return PartLearner(self.backbone, self.diffusion)(examples, state.parts).model
+        return PartLearner(self.backbone, self.diffusion, self.settings.seed)(examples, state.parts).model
 
 
 class _applied_kv:

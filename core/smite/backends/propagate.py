@@ -26,7 +26,6 @@ import cv2
 import numpy as np
 import torch
 
-from ..config import Settings
 from ..method.appearance import ColourModel, reweight
 from ..method.lowpass import lowpass_consistency
 from ..method.voting import vote, window_frames
@@ -67,9 +66,6 @@ class PropagateBackend(BackendBase):
 
     name = "propagate"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
     # -- predictor API (init_state, add_reference from BackendBase) ----------------------------
     def references_changed(self, state: VideoState) -> None:
         state.cache.pop("fused", None)  # flows stay valid; the carried maps do not
@@ -89,19 +85,19 @@ class PropagateBackend(BackendBase):
     # -- steps ---------------------------------------------------------------------------------
     def _working_frames(self, state: VideoState) -> tuple[np.ndarray, DenseFlows]:
         if "work" not in state.cache:
-            h, w = working_size(*state.source.size, self.settings.work_max_side)
+            h, w = working_size(*state.source.size, self.settings.propagate.work_max_side)
             work = np.stack(
                 [cv2.resize(state.source.get(f), (w, h), interpolation=cv2.INTER_AREA) for f in state.frame_numbers]
             )
             state.cache["work"] = work
             state.cache["flows"] = compute_flows(
-                work, max_side=self.settings.work_max_side, preset=self.settings.flow_preset,
+                work, max_side=self.settings.propagate.work_max_side, preset=self.settings.propagate.flow_preset,
                 progress=lambda done, total: self.report("flow", done, total, "optical flow"))
         return state.cache["work"], state.cache["flows"]  # type: ignore[return-value]
 
     def _snap(self, probs: np.ndarray, guide: np.ndarray) -> np.ndarray:
         """Re-align carried soft maps `(h, w, K)` with the edges of the frame they now sit on."""
-        s = self.settings
+        s = self.settings.propagate
         snapped = refine_to_plate(probs.transpose(2, 0, 1), guide, radius=s.snap_radius, eps=s.snap_eps, subsample=1)
         return snapped.transpose(1, 2, 0)
 
@@ -114,7 +110,7 @@ class PropagateBackend(BackendBase):
         not blur, so every frame reads the reference's sharp maps once and small parts survive long
         carries. Each carried frame is then snapped to its own plate edges.
         """
-        s = self.settings
+        s = self.settings.propagate
         h, w = flows.size
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
         identity = np.stack([xs, ys, np.ones_like(xs)], axis=-1)  # (h, w, [x_ref, y_ref, confidence])
@@ -147,7 +143,7 @@ class PropagateBackend(BackendBase):
         The prior is the carried map where confidence is high and a spatially blurred version of it
         where confidence is low (a lost pixel is likely one of its neighbours' labels, not any label).
         """
-        s = self.settings
+        s = self.settings.propagate
         if s.appearance_weight <= 0:
             return maps
         h, w = conf.shape
@@ -169,7 +165,7 @@ class PropagateBackend(BackendBase):
         if not refs:
             raise ValueError("propagate needs at least one reference among the loaded frames")
         n = len(work)
-        models = {r: ColourModel.fit([work[r]], [p], levels=self.settings.appearance_levels) for r, p in refs.items()}
+        models = {r: ColourModel.fit([work[r]], [p], levels=self.settings.propagate.appearance_levels) for r, p in refs.items()}
         fwd = self._carry(work, flows, refs, models, list(range(n)), 1)
         bwd = self._carry(work, flows, refs, models, list(range(n - 1, -1, -1)), -1)
         k = next(iter(refs.values())).shape[-1]
@@ -193,10 +189,10 @@ class PropagateBackend(BackendBase):
         (voted - fused) upsampled to the working grid, so the frame keeps its own fine detail while
         its labels follow the majority along the tracks; that makes voting 4x cheaper at stride 2.
         """
-        s = self.settings
+        s = self.settings.propagate
         n, h, w, k = fused.shape
         step = s.vote_stride
-        window = window_frames(t, n, s.vote_window)
+        window = window_frames(t, n, self.settings.vote_window)
         ys, xs = np.mgrid[0:h:step, 0:w:step].astype(np.float32)
         gh, gw = ys.shape
         grid = np.stack([xs.ravel(), ys.ravel()], axis=-1)

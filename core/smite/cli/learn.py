@@ -21,7 +21,6 @@ from ..io.image import read_label_map, read_rgb
 from ..method.learn import Example, LearnResult, PartLearner
 from ..model.backbone import load_backbone
 from ..model.parts import save_part_model
-from ..model.settings import DiffusionSettings
 from .segment import parse_set_items
 from .progress import Progress
 
@@ -37,18 +36,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--holdout", type=int,
                         help="with --shot: reference frame kept for validation (best state kept)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one diffusion setting (repeatable), e.g. --set kv_phase=false")
+                        help="override one setting (repeatable), e.g. --set kv_phase=false or --set seed=3; "
+                             "learning reads the diffusion settings and the seed")
     parser.add_argument("--quiet", action="store_true", help="no bar; one 'PROGRESS done/total' line per step")
 
 
-def diffusion_settings_from_args(args: argparse.Namespace) -> DiffusionSettings:
-    """Diffusion settings from `--set` (same syntax as `smite segment`; other settings are ignored here)."""
-    _, data = parse_set_items(args.set or [])
+def learn_settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from `--set` (same syntax as `smite segment`); learning reads the diffusion ones and the seed."""
+    data = parse_set_items(args.set or [])
+    diffusion = data.setdefault("diffusion", {})
     if args.model:
-        data["model"] = args.model
+        diffusion["model"] = args.model
     if args.steps is not None:
-        data["learn_steps"] = args.steps
-    return DiffusionSettings.from_dict(data)
+        diffusion["learn_steps"] = args.steps
+    return Settings.from_dict(data)
 
 
 def examples_from_folder(folder: str, num_parts: int) -> list[Example]:
@@ -73,27 +74,27 @@ def examples_from_folder(folder: str, num_parts: int) -> list[Example]:
     return examples
 
 
-def learn_from_folder(folder: str, parts: list[str], out_path: str, settings: DiffusionSettings,
-                      progress: Progress) -> LearnResult:
+def learn_from_folder(folder: str, parts: list[str], out_path: str, job: Settings, progress: Progress) -> LearnResult:
     """`--refs`: learn from a reference folder and write the part model to `out_path`."""
     examples = examples_from_folder(folder, len(parts))
-    result = PartLearner(load_backbone(settings.model or None), settings)(examples, parts, progress=progress)
+    settings = job.diffusion
+    result = PartLearner(load_backbone(settings.model or None), settings, job.seed)(examples, parts, progress=progress)
     save_part_model(out_path, result.model)
     return replace(result, path=out_path)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = diffusion_settings_from_args(args)
+    job = learn_settings_from_args(args)
     progress = Progress(args.quiet)
     try:
         if args.shot:
-            result = learn_parts(load_shot(args.shot), args.out, Settings(diffusion=settings), holdout=args.holdout,
+            result = learn_parts(load_shot(args.shot), args.out, job, holdout=args.holdout,
                                  progress=progress)
         else:
             if not args.parts:
                 raise BadInputError("--refs needs --parts a,b,c (label id k is the k-th name)")
             parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-            result = learn_from_folder(args.refs, parts, args.out, settings, progress)
+            result = learn_from_folder(args.refs, parts, args.out, job, progress)
     finally:
         progress.close()
     if not args.quiet:

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
-from ..config import Settings, load_shot, read_json_file
+from ..backends import BACKEND_NAMES
+from ..config import BACKEND_SETTINGS, SETTINGS_VERSION, Settings, load_shot, read_json_file, setting_path, \
+    upgrade_settings_dict
 from ..engine import segment_shot
 from ..errors import BadInputError
 from ..io.sequence import parse_frame_range
-from ..model.settings import PRESETS, DiffusionSettings
+from ..model.settings import PRESETS
 from .progress import Progress
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that map onto `Settings` fields (shared by segment, demo and bench)."""
-    parser.add_argument("--backend", choices=["propagate", "diffusion"], help="segmentation backend (default propagate)")
+    parser.add_argument("--backend", choices=BACKEND_NAMES, help="segmentation backend (default propagate)")
     parser.add_argument("--temporal", choices=["on", "off"], help="SMITE temporal module: voting + low-pass (default on)")
     parser.add_argument("--model", help="diffusion: local Stable Diffusion folder or single file (default $SMITE_MODEL)")
     parser.add_argument("--parts", help="diffusion: part model (.smite) from `smite learn` (default: learn first)")
@@ -28,22 +29,21 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="diffusion: a named set of settings under any explicit ones; official = the authors' "
                              "shipped inference (reference pass only, 18-frame windows; default: guided SMITE)")
-    parser.add_argument("--settings", metavar="JSON", help="settings file (JSON object of Settings fields)")
+    parser.add_argument("--settings", metavar="JSON", help="settings file (JSON object of Settings fields; version 1 files are upgraded)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting (repeatable); diffusion.KEY=VALUE for the diffusion backend")
+                        help="override one setting (repeatable); propagate.KEY or diffusion.KEY names the "
+                             "backend, a bare KEY is placed where it is unique (e.g. carry_decay: propagate)")
 
 
-def parse_set_items(items: list[str]) -> tuple[dict, dict]:
-    """`--set KEY=VALUE` items -> (Settings fields, DiffusionSettings fields).
+def parse_set_items(items: list[str]) -> dict:
+    """`--set KEY=VALUE` items -> settings JSON (this version's shape: each backend's own nested).
 
-    `diffusion.KEY` always goes to the diffusion settings; a bare KEY does too when only the
-    diffusion settings have it (so `smite learn --set kv_phase=false` reads naturally). Values are
+    ``propagate.KEY`` and ``diffusion.KEY`` name their backend; a bare KEY is placed by
+    `config.setting_path` (shared, else the one backend that has it), so the old flat names
+    (``--set carry_decay=0.9``) and ``smite learn --set kv_phase=false`` keep working. Values are
     JSON where they parse as JSON, strings otherwise.
     """
-    top_fields = {f.name for f in dataclasses.fields(Settings)}
-    diffusion_fields = {f.name for f in dataclasses.fields(DiffusionSettings)}
-    top: dict = {}
-    diffusion: dict = {}
+    data: dict = {"version": SETTINGS_VERSION}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
@@ -52,45 +52,38 @@ def parse_set_items(items: list[str]) -> tuple[dict, dict]:
             parsed = json.loads(value)
         except json.JSONDecodeError:
             parsed = value
-        if key.startswith("diffusion."):
-            diffusion[key.split(".", 1)[1]] = parsed
-        elif key in diffusion_fields and key not in top_fields:
-            diffusion[key] = parsed
-        else:
-            top[key] = parsed
-    return top, diffusion
+        section, name = setting_path(key)
+        (data if section is None else data.setdefault(section, {}))[name] = parsed
+    return data
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    data: dict = {}
+    """The settings file (any version), then `--set` items, then the named options, each over the last."""
+    data: dict = {"version": SETTINGS_VERSION}
     if getattr(args, "settings", None):
         loaded = read_json_file(args.settings, "settings file")
         if not isinstance(loaded, dict):
             raise BadInputError(f"settings file {args.settings} must hold a JSON object, got {type(loaded).__name__}")
-        data.update(loaded)
-    top, diffusion = parse_set_items(getattr(args, "set", []) or [])
-    data.update(top)
-    if not isinstance(data.get("diffusion") or {}, dict):
-        raise BadInputError(f"setting 'diffusion' must be an object of diffusion settings, got {data['diffusion']!r}")
-    diffusion = {**dict(data.get("diffusion") or {}), **diffusion}
-    if getattr(args, "preset", None):
-        diffusion["preset"] = args.preset
-    if getattr(args, "model", None):
-        diffusion["model"] = args.model
-    if getattr(args, "parts", None):
-        diffusion["part_model"] = args.parts
-    if getattr(args, "tracker", None):
-        diffusion["tracker"] = args.tracker
-    if getattr(args, "tracker_checkpoint", None):
-        diffusion["tracker_checkpoint"] = args.tracker_checkpoint
-    if diffusion:
-        data["diffusion"] = diffusion
+        data = upgrade_settings_dict(loaded)
+    overrides = parse_set_items(getattr(args, "set", []) or [])
+    diffusion = overrides.setdefault("diffusion", {})
+    for option, name in (("preset", "preset"), ("model", "model"), ("parts", "part_model"), ("tracker", "tracker"),
+                         ("tracker_checkpoint", "tracker_checkpoint")):
+        if getattr(args, option, None):
+            diffusion[name] = getattr(args, option)
     if getattr(args, "backend", None):
-        data["backend"] = args.backend
+        overrides["backend"] = args.backend
     if getattr(args, "temporal", None):
-        data["temporal"] = args.temporal == "on"
+        overrides["temporal"] = args.temporal == "on"
     if getattr(args, "context", None) is not None:
-        data["context"] = args.context
+        overrides["context"] = args.context
+    for key, value in overrides.items():
+        if key in BACKEND_SETTINGS:  # merged field by field into the file's
+            for part in (data.get(key), value):
+                if part is not None and not isinstance(part, dict):
+                    raise BadInputError(f"setting '{key}' must be an object of {key} settings, got {part!r}")
+            value = {**(data.get(key) or {}), **value}
+        data[key] = value
     return Settings.from_dict(data)
 
 

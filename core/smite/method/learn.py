@@ -120,9 +120,10 @@ def miou(pred: Tensor, labels: Tensor, classes: int) -> float:
 class PartLearner:
     """Learns part vectors (and optionally k/v deltas) on a frozen backbone; see module doc."""
 
-    def __init__(self, backbone: Backbone, settings: DiffusionSettings) -> None:
+    def __init__(self, backbone: Backbone, settings: DiffusionSettings, seed: int = 0) -> None:
         self.backbone = backbone
         self.settings = settings
+        self.seed = seed  # the job's one seed (`config.Settings.seed`)
         self.device = next(backbone.unet.parameters()).device
 
     def _kv_modules(self) -> dict[str, torch.nn.Linear]:
@@ -146,7 +147,7 @@ class PartLearner:
     def _evaluate(self, examples: list[Example], context: Tensor, classes: int) -> float:
         """Mean held-out mIoU of argmax WAS at t = ref_t with fixed noise."""
         scores = []
-        gen = torch.Generator().manual_seed(self.settings.seed + 1)
+        gen = torch.Generator().manual_seed(self.seed + 1)
         for ex in examples:
             latents, labels = self._prepare(ex, classes, None)
             noise = torch.randn(latents.shape, generator=gen).to(latents)
@@ -195,8 +196,8 @@ class PartLearner:
         classes = k + 1
         steps = s.learn_steps or s.learn_epochs * len(examples)
         kv_start = s.kv_start_epoch * len(examples) if s.kv_phase else steps
-        rng = np.random.default_rng(s.seed)
-        gen = torch.Generator().manual_seed(s.seed)
+        rng = np.random.default_rng(self.seed)
+        gen = torch.Generator().manual_seed(self.seed)
 
         # 1. text conditioning: background = start-of-text column, part k initialised from its own name
         base, vectors, _ = initial_context(bb, parts)

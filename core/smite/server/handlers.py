@@ -90,7 +90,8 @@ class Server:
         ``device`` is the engine's description once it is loaded; before that ``{"type": "pending"}``,
         and the engine is loaded and the device probed after this reply; ``status`` then carries it.
         """
-        from ..config import BACKENDS, Settings
+        from ..backends import BACKEND_NAMES
+        from ..config import Settings
 
         return {
             "protocol": PROTOCOL_VERSION,
@@ -98,11 +99,11 @@ class Server:
                        "python": platform.python_version()},
             "methods": list(METHODS),
             "notifications": list(NOTIFICATIONS),
-            "backends": list(BACKENDS),
+            "backends": list(BACKEND_NAMES),
             "default_settings": Settings().to_dict(),
             "device": self.loader.device(),
             "capabilities": {"cancel": True, "progress": True, "queue": True, "inline_shot": True,
-                             "preview": True, "max_line": self.max_line, "backends": list(BACKENDS)},
+                             "preview": True, "max_line": self.max_line, "backends": list(BACKEND_NAMES)},
         }
 
     def m_segment(self, shot: Any, out: Any, settings: Any = None, frames: Any = None,

@@ -1,0 +1,55 @@
+"""Settings of the weight-free backend (`backends.propagate`): flow, carries, colour model, snapping, voting.
+
+Beside its backend and nested under ``propagate`` in `config.Settings`, so they decide only this
+backend's mattes (a diffusion job's identity never holds them). Standard library only: reading
+settings never imports OpenCV.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..settings_json import check_ranges, fields_from_dict, ranged
+
+FLOW_PRESETS = ("ultrafast", "fast", "medium")  # the OpenCV DIS presets of `track.flow.PRESETS`
+
+
+@dataclass(frozen=True)
+class PropagateSettings:
+    """How the weight-free backend carries keyframes. Each range sits beside its number (`ranged`)."""
+
+    # working resolution (long side) for flow and propagation: speed vs detail
+    work_max_side: int = ranged(480, 32, 4096)
+    flow_preset: str = ranged("medium", choices=FLOW_PRESETS)  # OpenCV DIS preset: ultrafast | fast | medium
+    # per-frame confidence decay of a carried reference (trust near keyframes)
+    carry_decay: float = ranged(0.97, 0, 1, lo_open=True)
+    occlusion_decay: float = ranged(0.6, 0, 1)  # confidence factor where forward-backward flow disagrees
+    # weight of the references' colour model where the flow carry is unsure
+    appearance_weight: float = ranged(1.0, 0, 10)
+    # colour histogram bins per channel (16**3 joint RGB bins; 64**3 at most)
+    appearance_levels: int = ranged(16, 2, 64)
+    uncertain_blur: float = ranged(0.1, 0, 1)  # blur (fraction of the long side) of the prior where the carry is unsure
+    snap_radius: int = ranged(4, 0, 64)  # guided-filter radius (working px) that re-snaps carried maps to plate edges
+    # guided-filter regulariser for snapping (smaller = follows edges harder)
+    snap_eps: float = ranged(5e-4, 0, 1, lo_open=True)
+    # the temporal module's weight-free half (its window, `vote_window`, is shared with the diffusion backend)
+    vote_stride: int = ranged(2, 1, 64)  # vote on every n-th working pixel, applied as an upsampled correction (speed)
+    # SMITE: keep spatial DCT frequencies u,v < tau*size (tau=0.4 at step 1)
+    lowpass_tau: float = ranged(0.4, 0, 1, lo_open=True)
+    # how far the voted maps' low frequencies move to the motion-compensated mean
+    lowpass_strength: float = ranged(0.5, 0, 1)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "propagate setting")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PropagateSettings":
+        return cls(**fields_from_dict(cls, data, "propagate setting"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "PropagateSettings":
+        return dataclasses.replace(self, **changes)
