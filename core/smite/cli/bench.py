@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from ..bench import format_table, run_bench, to_json
 from ..errors import BadInputError
+from ..hostapi.atomic import write_json
 from .progress import Progress
 from .segment import add_settings_arguments, settings_from_args
 
@@ -35,8 +35,5 @@ def run(args: argparse.Namespace) -> int:
             progress.close()
     print(format_table(scores, args.keyframes, settings))
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(to_json(scores, args.keyframes, settings), handle, indent=2, sort_keys=True)
-        os.replace(tmp, args.json)
+        write_json(args.json, to_json(scores, args.keyframes, settings), sort_keys=True)
     return 0

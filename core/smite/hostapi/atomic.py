@@ -1,7 +1,9 @@
-"""Files a host writes, written so that a reader (the core, a farm node) never sees half of one.
+"""Files written so that a reader (the core, a host, a farm node) never sees half of one.
 
 Every file goes to a temporary name in its own folder (same file system, so the rename is atomic),
-is flushed to disk, then renamed over the target. Standard library only, Python 3.9-safe.
+is flushed to disk, then renamed over the target (`replacing`). The one atomic-write rule of the
+project: the hosts use it, and so does the core (mattes, part models, claims, benchmark JSON), since
+the core may import `hostapi`. Standard library only, Python 3.9-safe.
 """
 
 from __future__ import annotations
@@ -9,32 +11,48 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 TEMP_PREFIX = ".smite-"
 
 
-def write_text(path: str, text: str) -> str:
-    """Write ``text`` (UTF-8) to ``path`` atomically; creates the folder; returns ``path``."""
+@contextmanager
+def replacing(path: str, temp: Optional[str] = None) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; once the block has written it, flush it to disk and
+    rename it to ``path``. On any error (Ctrl-C included) the temporary file is removed and ``path``
+    is untouched. ``temp`` names the temporary file (a writer that picks the format from the
+    extension, or one whose stale temp files are recognised by name); by default a fresh unique one.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
+    if temp is None:
+        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
+        os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        yield temp
+        fd = os.open(temp, os.O_RDONLY)  # flushed before the rename: a crash never leaves a name over empty data
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def write_text(path: str, text: str) -> str:
+    """Write ``text`` (UTF-8) to ``path`` atomically (`replacing`); creates the folder; returns ``path``."""
+    with replacing(path) as temp:
+        with open(temp, "w", encoding="utf-8") as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
-def write_json(path: str, data: Any) -> str:
+def write_json(path: str, data: Any, sort_keys: bool = False) -> str:
     """``data`` as indented JSON at ``path``, atomically (`write_text`); returns ``path``."""
-    return write_text(path, json.dumps(data, indent=2) + "\n")
+    return write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def partial_path(path: str) -> str:
@@ -48,7 +66,6 @@ def partial_path(path: str) -> str:
 
 def commit(partial: str, path: str) -> str:
     """Flush a file a renderer wrote at ``partial`` to disk and rename it to ``path``; returns ``path``."""
-    with open(partial, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    with replacing(path, temp=partial):
+        pass  # the renderer has written it
     return path

@@ -26,6 +26,7 @@ import time
 from typing import Iterable
 
 from ..errors import OutputError
+from ..hostapi.atomic import write_text
 from .image import _temp_path
 
 HEARTBEAT_S = 30.0  # how often a live claim is touched
@@ -111,11 +112,9 @@ class Claim:
     def acquire(self) -> "Claim":
         self.others = self._claims()
         self._refuse_other_jobs()
-        temp = self.path + ".new"
         try:
-            with open(temp, "w", encoding="utf-8") as handle:
-                json.dump({"job": self.job, "host": self.host, "pid": self.pid, "pattern": self.pattern}, handle)
-            os.replace(temp, self.path)
+            write_text(self.path, json.dumps({"job": self.job, "host": self.host, "pid": self.pid,
+                                              "pattern": self.pattern}))
         except OSError as exc:
             raise OutputError(f"cannot write in output folder {self.folder}: {exc.strerror or exc}",
                               path=self.folder) from None

@@ -17,6 +17,7 @@ import numpy as np
 import OpenImageIO as oiio
 
 from ..errors import FrameError, OutputError
+from ..hostapi.atomic import replacing
 
 _OUT_FORMATS = {"float": oiio.FLOAT, "half": oiio.HALF, "uint8": oiio.UINT8, "uint16": oiio.UINT16}
 MAX_IMAGE_PIXELS = 16384 * 8192  # 134 Mpx, 4x an 8K frame: a larger header is a decompression bomb
@@ -211,12 +212,6 @@ def _write_pixels(temp: str, pixels: np.ndarray, spec: oiio.ImageSpec, path: str
             raise OutputError(f"cannot write {path}: {_error_text(out)}", path=path)
     finally:
         out.close()
-    # Flush to disk before the rename so a crash cannot leave a complete name over empty data.
-    fd = os.open(temp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_image(
@@ -258,12 +253,8 @@ def write_image(
 
     path = os.path.abspath(path)
     _ensure_folder(os.path.dirname(path))
-    temp = _temp_path(path)
     try:
-        _write_pixels(temp, pixels, spec, path)
-        os.replace(temp, path)
+        with replacing(path, temp=_temp_path(path)) as temp:  # the pid in the name marks a stale temp file
+            _write_pixels(temp, pixels, spec, path)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}", path=path) from exc
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BadInputError, MissingModelError
+from ..hostapi.atomic import replacing
 
 PART_MODEL_FORMAT = "smite-part-model"
 PART_MODEL_VERSION = 1
@@ -65,15 +66,8 @@ def save_part_model(path: str, model: PartModel) -> str:
         "backbone": model.backbone_hash,
         "settings": json.dumps(model.settings, sort_keys=True),
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with replacing(path) as temp:
+        save_file(tensors, temp, metadata=metadata)
     return path
 
 
