@@ -47,6 +47,39 @@ class ScratchStats:
         table[kind] = table.get(kind, 0) + 1
 
 
+@dataclass
+class ScratchReport:
+    """Where a run's scratch cache is, how big it grew, whether it is kept, and what it reused and wrote."""
+
+    folder: str
+    bytes: int
+    kept: bool
+    reused: dict[str, int]
+    written: dict[str, int]
+
+    @classmethod
+    def of(cls, scratches: list["Scratch"], remove: bool) -> "ScratchReport":
+        """Report on a run's caches (more than one after out-of-memory retries) and remove them when `remove`."""
+        size = sum(s.size_bytes() for s in scratches)
+        reused: dict[str, int] = {}
+        written: dict[str, int] = {}
+        for s in scratches:
+            for total, part in ((reused, s.stats.reused), (written, s.stats.written)):
+                for kind, count in part.items():
+                    total[kind] = total.get(kind, 0) + count
+            if remove:
+                s.remove()
+        return cls(scratches[-1].folder, size, not remove, reused, written)
+
+    def describe(self) -> str:
+        """One line for people: folder, size, kept or removed, what was reused and written."""
+        def counts(table: dict[str, int]) -> str:
+            return ", ".join(f"{n} {kind}" for kind, n in sorted(table.items())) or "nothing"
+        state = "kept for a resumed run or other chunks" if self.kept else "removed, every frame is done"
+        return (f"scratch cache {self.folder}: {format_bytes(self.bytes)}, {state}; "
+                f"reused {counts(self.reused)}; wrote {counts(self.written)}")
+
+
 class Scratch:
     """One job's scratch folder; entries are `(kind, name) -> ndarray`."""
 
@@ -92,8 +125,10 @@ class Scratch:
                     np.save(handle, array, allow_pickle=False)
                 os.replace(temp, final)
                 break
-            except OSError as exc:
+            except BaseException as exc:  # interrupted (Ctrl-C, SIGTERM) or failed: no temp file stays
                 _discard(temp)
+                if not isinstance(exc, OSError):
+                    raise
                 if exc.errno in FULL_DISK:
                     raise OutputError(f"scratch cache folder {self.root} is full ({exc.strerror}); free space "
                                       f"there or choose another with --scratch DIR", path=self.root) from None
