@@ -37,6 +37,7 @@ from .io.sequence import check_output_pattern, format_frame_range, frame_path, w
 from .oom import run_with_oom_retry
 from .references import load_references
 from .refine import refine_to_plate
+from .scratch import Scratch, ScratchReport, default_root
 
 PREVIEW_TILES = 8
 PREVIEW_KEY = "smite/preview"  # marks a contact sheet SMITE wrote: only such a file is ever replaced
@@ -49,6 +50,7 @@ class SegmentResult:
     skipped: list[int] = field(default_factory=list)
     out_pattern: str = ""
     preview: str | None = None
+    scratch: ScratchReport | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -178,8 +180,13 @@ def segment_shot(
     force: bool = False,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    scratch: str | None = None,
 ) -> SegmentResult:
-    """Segment `frames` (default: the whole shot) and write `out_pattern` mattes; see module doc."""
+    """Segment `frames` (default: the whole shot) and write `out_pattern` mattes; see module doc.
+
+    scratch: root of the job's scratch cache (default `.smite-scratch` beside the mattes); it is
+    removed once every frame of the shot has its matte, kept for a resumed run or other chunks otherwise.
+    """
     report = progress or (lambda *args: None)
     _check_output(out_pattern)
     frames = list(shot.frames if frames is None else frames)
@@ -192,14 +199,15 @@ def segment_shot(
     with Claim(out_pattern, meta["smite/job"]) as claim:
         remove_stale_temps([frame_path(out_pattern, f) for f in frames], claim.live_pids())
         return _segment(shot, out_pattern, settings, frames, backend, meta, preview=preview, force=force,
-                        report=report, cancel=cancel)
+                        report=report, cancel=cancel, scratch_root=scratch or default_root(out_pattern))
 
 
 def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[int], backend: BackendBase,
              meta: dict[str, str], *, preview: bool, force: bool, report: ProgressFn,
-             cancel: threading.Event | None) -> SegmentResult:
+             cancel: threading.Event | None, scratch_root: str) -> SegmentResult:
     """`segment_shot` once the output is claimed: resume check, render, preview."""
     result = SegmentResult(out_pattern=out_pattern)
+    scratches = [Scratch(scratch_root, meta["smite/job"])]  # one more per out-of-memory retry (other settings)
     todo = []
     for f in frames:
         path = frame_path(out_pattern, f)
@@ -232,6 +240,9 @@ def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[
                                 f"SMITE needs at least {MIN_PLATE_SIDE}x{MIN_PLATE_SIDE} pixels")
         refs = load_references(shot, source.size)
         state = run_backend.init_state(source, shot.parts)
+        if run is not settings:
+            scratches.append(Scratch(scratch_root, run_meta["smite/job"]))
+        state.scratch = scratches[-1]
         for frame, probs in refs.items():
             if frame in source.frame_numbers:
                 run_backend.add_reference(state, frame, probs)
@@ -258,6 +269,8 @@ def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[
         # smaller settings (`shrink_settings`), until it has none.
         run_with_oom_retry(render, settings, backend.shrink_settings,
                            what=f"frames {format_frame_range(todo)}")
+    complete = all(os.path.exists(frame_path(out_pattern, f)) for f in shot.frames)
+    result.scratch = ScratchReport.of(scratches, remove=complete)
     if preview_path is not None:
         result.preview = _write_preview(shot, out_pattern, frames, preview_path)
     return result

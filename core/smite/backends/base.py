@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import Settings
 from ..frames import FrameSource
+from ..scratch import Scratch
 
 ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, message)
 
@@ -29,13 +30,16 @@ class VideoState:
     source: the plate frames (model space, plate resolution, pulled on demand).
     parts: part names; class index i+1 is parts[i], 0 is background.
     references: `{frame_number: (K+1, H, W)}` class probabilities at plate resolution.
-    cache: backend-private data (working-size frames, flows, ...).
+    cache: backend-private data.
+    scratch: the job's scratch cache on disk for what outlives a backend's memory window (the engine
+      sets it; None: a backend that needs one makes a private temporary one).
     """
 
     source: FrameSource
     parts: tuple[str, ...]
     references: dict[int, np.ndarray] = field(default_factory=dict)
     cache: dict[str, object] = field(default_factory=dict)
+    scratch: Scratch | None = None
 
     @property
     def frame_numbers(self) -> list[int]:

@@ -15,12 +15,23 @@ the diffusion backend is measured against. Steps, at a working resolution (long 
    (majority label, detail kept), then the DCT low-pass consistency step (`method.lowpass`): the
    voted maps' low spatial frequencies are pulled toward the motion-compensated mean of all
    samples along the tracks, which is smooth in time, so coarse shape stops flickering.
+
+Streaming (memory set by the windows, not the shot): one sweep forward in time computes working
+frames, flows and the forward carry; one sweep backward carries the other way and fuses; a last
+sweep forward runs the temporal module over a sliding window. What one sweep leaves for the next
+(working frames, flows, forward maps, fused maps, and every `CHECKPOINT`-th carried coordinate
+map) goes to the scratch cache (`smite.scratch`) under content keys: a frame's key is its number
+and its plate file's size and mtime, a carry's key chains the keys of every frame since its
+keyframe (and the keyframe's maps), so an entry is reused only for the very same inputs. A resumed
+run or another farm chunk of the same job reuses fused maps, flows and working frames outright and
+restarts a carry from the nearest cached checkpoint instead of from the keyframe.
 """
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -30,10 +41,15 @@ from ..method.appearance import ColourModel, reweight
 from ..method.lowpass import lowpass_consistency
 from ..method.voting import vote, window_frames
 from ..refine import refine_to_plate
-from ..track.flow import DenseFlows, chain, compute_flows, working_size
+from ..scratch import Scratch
+from ..track.flow import StepFlows, chain
+from ..track.stream import ClipStream, Ring, content_key
 from .base import BackendBase, VideoState
 
 EPS = 1e-6
+# Carried coordinates are cached every CHECKPOINT-th frame from their keyframe: a later chunk of the
+# same job restarts its carry from the nearest one instead of from the keyframe.
+CHECKPOINT = 8
 
 
 def _warp(maps: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -61,83 +77,92 @@ def _normalise(probs: np.ndarray) -> np.ndarray:
     return probs / np.maximum(probs.sum(axis=-1, keepdims=True), EPS)
 
 
+class _Carry:
+    """Where one direction's carry stands for every frame: its keyframe, distance and content key.
+
+    ref[i]: index of the keyframe frame i's carry comes from (None: no keyframe on that side);
+    dist[i]: frames from it; key[i]: hash chaining the keyframe's maps and every frame key since.
+    """
+
+    def __init__(self, direction: int, n: int, refs: dict[int, np.ndarray], frame_keys: list[str]) -> None:
+        self.direction = direction
+        self.ref: list[int | None] = [None] * n
+        self.dist = [0] * n
+        self.key: list[str | None] = [None] * n
+        order = range(n) if direction == 1 else range(n - 1, -1, -1)
+        ref, key, dist = None, None, 0
+        for i in order:
+            if i in refs:
+                ref, dist = i, 0
+                key = content_key("keyframe", direction, frame_keys[i], _digest(refs[i]))
+            elif ref is not None:
+                dist += 1
+                key = content_key(key, frame_keys[i])
+            self.ref[i], self.dist[i], self.key[i] = ref, dist, key
+
+    def checkpoint(self, i: int) -> bool:
+        return self.dist[i] > 0 and self.dist[i] % CHECKPOINT == 0
+
+
+def _digest(array: np.ndarray) -> str:
+    return content_key(array.shape, array.dtype, hashlib.blake2b(np.ascontiguousarray(array).tobytes(),
+                                                                 digest_size=12).hexdigest())
+
+
+def _fuse(carried: Iterable[tuple[np.ndarray, np.ndarray] | None], shape: tuple[int, ...]) -> np.ndarray:
+    """Confidence-weighted mean `(h, w, K)` of the (maps (h, w, K), conf (h, w)) carries present."""
+    fused = np.zeros(shape, np.float32)
+    total = np.zeros((*shape[:2], 1), np.float32)
+    for item in carried:
+        if item is not None:
+            maps, conf = item
+            weight = conf[..., None] + EPS
+            fused += weight * maps
+            total += weight
+    fused /= total
+    return fused
+
+
 class PropagateBackend(BackendBase):
     """Keyframe propagation along optical flow plus SMITE's temporal module; no weights."""
 
     name = "propagate"
 
     # -- predictor API (init_state, add_reference from BackendBase) ----------------------------
-    def references_changed(self, state: VideoState) -> None:
-        state.cache.pop("fused", None)  # flows stay valid; the carried maps do not
-
     def propagate(self, state: VideoState, frames: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Three sweeps (module doc); memory is the rings', frames come out in the order asked."""
+        shared, s = self.settings, self.settings.propagate
         wanted = list(state.frame_numbers if frames is None else frames)
-        work, flows = self._working_frames(state)
-        fused = self._fused(state, work, flows)  # (T, h, w, K)
-        index = {f: i for i, f in enumerate(state.frame_numbers)}
-        for frame in wanted:
-            t = index[frame]
-            probs = fused[t]
-            if self.settings.temporal:
-                probs = self._temporal(fused, flows, t)
-            yield frame, np.ascontiguousarray(probs.transpose(2, 0, 1))
+        scratch = state.scratch or Scratch.temporary()
+        clip = ClipStream(state.source, s.work_max_side, s.flow_preset, scratch, ring=shared.vote_window + 2,
+                          report=self.report)
+        try:
+            index = {f: i for i, f in enumerate(state.frame_numbers)}
+            targets = [index[f] for f in wanted]
+            # 1. which fused maps the output needs: the wanted frames and their voting windows
+            needed: set[int] = set()
+            for t in targets:
+                needed.update(window_frames(t, clip.num_frames, shared.vote_window) if shared.temporal else [t])
+            run = _Sweeps(self, state, clip)
+            # 2.-3. forward and backward carries, fused, for the maps not in the scratch cache yet
+            run.make_fused(sorted(needed))
+            # 4. temporal module over a sliding window, frame by frame
+            for frame, t in zip(wanted, targets):
+                probs = run.temporal(t) if shared.temporal else run.fused(t)
+                yield frame, np.ascontiguousarray(probs.transpose(2, 0, 1))
+        finally:
+            clip.close()
+            if state.scratch is None:
+                scratch.remove()
 
-    # -- steps ---------------------------------------------------------------------------------
-    def _working_frames(self, state: VideoState) -> tuple[np.ndarray, DenseFlows]:
-        if "work" not in state.cache:
-            h, w = working_size(*state.source.size, self.settings.propagate.work_max_side)
-            work = np.stack(
-                [cv2.resize(state.source.get(f), (w, h), interpolation=cv2.INTER_AREA) for f in state.frame_numbers]
-            )
-            state.cache["work"] = work
-            state.cache["flows"] = compute_flows(
-                work, max_side=self.settings.propagate.work_max_side, preset=self.settings.propagate.flow_preset,
-                progress=lambda done, total: self.report("flow", done, total, "optical flow"))
-        return state.cache["work"], state.cache["flows"]  # type: ignore[return-value]
-
-    def _snap(self, probs: np.ndarray, guide: np.ndarray) -> np.ndarray:
+    # -- per-frame steps -------------------------------------------------------------------------
+    def snap(self, probs: np.ndarray, guide: np.ndarray) -> np.ndarray:
         """Re-align carried soft maps `(h, w, K)` with the edges of the frame they now sit on."""
         s = self.settings.propagate
         snapped = refine_to_plate(probs.transpose(2, 0, 1), guide, radius=s.snap_radius, eps=s.snap_eps, subsample=1)
         return snapped.transpose(1, 2, 0)
 
-    def _carry(self, work: np.ndarray, flows: DenseFlows, refs: dict[int, np.ndarray],
-               models: dict[int, ColourModel], order: list[int], step: int):
-        """Carry reference maps through frames in `order`; per frame (maps (h,w,K), confidence (h,w)) or None.
-
-        What travels from frame to frame is a map of *coordinates into the reference frame* (plus a
-        confidence), not the class maps themselves: re-sampling coordinates, which vary smoothly, does
-        not blur, so every frame reads the reference's sharp maps once and small parts survive long
-        carries. Each carried frame is then snapped to its own plate edges.
-        """
-        s = self.settings.propagate
-        h, w = flows.size
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-        identity = np.stack([xs, ys, np.ones_like(xs)], axis=-1)  # (h, w, [x_ref, y_ref, confidence])
-        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(work)
-        coords = ref = ref_frame = None
-        for done, t in enumerate(order, start=1):
-            self.report("carry", done, len(order), "carrying keyframes " + ("forward" if step == 1 else "backward"))
-            if t in refs:
-                coords, ref, ref_frame = identity.copy(), refs[t], t
-            elif coords is not None:
-                prev = t - step
-                # flow from t back to the frame we carry from: backward[t-1] when moving forward in time
-                flow, ok = (flows.backward[prev], flows.bwd_ok[prev]) if step == 1 else (flows.forward[t], flows.fwd_ok[t])
-                coords = _warp(coords, flow)
-                coords[..., 2] *= s.carry_decay * np.where(ok, 1.0, s.occlusion_decay).astype(np.float32)
-            if coords is None:
-                continue
-            maps = cv2.remap(ref, coords[..., 0], coords[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            maps = maps.reshape(h, w, -1)
-            conf = coords[..., 2].copy()
-            if t not in refs:
-                maps = self._with_appearance(maps, conf, models[ref_frame], work[t])
-                maps = self._snap(maps, work[t])
-            out[t] = (maps, conf)
-        return out
-
-    def _with_appearance(self, maps: np.ndarray, conf: np.ndarray, model: ColourModel, rgb: np.ndarray) -> np.ndarray:
+    def with_appearance(self, maps: np.ndarray, conf: np.ndarray, model: ColourModel, rgb: np.ndarray) -> np.ndarray:
         """Where the carry is unsure, let the reference's colours decide among nearby labels.
 
         The prior is the carried map where confidence is high and a spatially blurred version of it
@@ -153,44 +178,25 @@ class PropagateBackend(BackendBase):
         prior = c * maps + (1.0 - c) * blurred
         return reweight(prior, model.likelihood(rgb), s.appearance_weight)
 
-    def _fused(self, state: VideoState, work: np.ndarray, flows: DenseFlows) -> np.ndarray:
-        if "fused" in state.cache:
-            return state.cache["fused"]  # type: ignore[return-value]
-        h, w = flows.size
-        index = {f: i for i, f in enumerate(state.frame_numbers)}
-        refs = {
-            index[f]: _normalise(cv2.resize(p.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1))
-            for f, p in state.references.items()
-        }
-        if not refs:
-            raise ValueError("propagate needs at least one reference among the loaded frames")
-        n = len(work)
-        models = {r: ColourModel.fit([work[r]], [p], levels=self.settings.propagate.appearance_levels) for r, p in refs.items()}
-        fwd = self._carry(work, flows, refs, models, list(range(n)), 1)
-        bwd = self._carry(work, flows, refs, models, list(range(n - 1, -1, -1)), -1)
-        k = next(iter(refs.values())).shape[-1]
-        fused = np.zeros((n, h, w, k), np.float32)
-        for t in range(n):
-            total = np.zeros((h, w, 1), np.float32)
-            for carried in (fwd[t], bwd[t]):
-                if carried is not None:
-                    maps, conf = carried
-                    weight = conf[..., None] + EPS
-                    fused[t] += weight * maps
-                    total += weight
-            fused[t] /= total
-        state.cache["fused"] = fused
-        return fused
+    def step(self, coords: np.ndarray, packed: np.ndarray) -> np.ndarray:
+        """Carried coordinates `(h, w, 3)` one frame on, along packed flow `(h, w, [fx, fy, ok])`."""
+        s = self.settings.propagate
+        coords = _warp(coords, packed[..., :2])
+        ok = packed[..., 2] >= 0.5
+        coords[..., 2] *= s.carry_decay * np.where(ok, 1.0, s.occlusion_decay).astype(np.float32)
+        return coords
 
-    def _temporal(self, fused: np.ndarray, flows: DenseFlows, t: int) -> np.ndarray:
+    def temporal(self, fused_at, flows: StepFlows, n: int, t: int) -> np.ndarray:
         """SMITE's temporal module for frame t: vote along dense tracks, then low-pass consistency.
 
+        fused_at(i) -> frame i's fused maps (h, w, K); flows: the clip's steps; n frames.
         Votes are taken on every `vote_stride`-th working pixel and applied as a correction
         (voted - fused) upsampled to the working grid, so the frame keeps its own fine detail while
         its labels follow the majority along the tracks; that makes voting 4x cheaper at stride 2.
         """
         s = self.settings.propagate
-        n, h, w, k = fused.shape
+        current = fused_at(t)
+        h, w, k = current.shape
         step = s.vote_stride
         window = window_frames(t, n, self.settings.vote_window)
         ys, xs = np.mgrid[0:h:step, 0:w:step].astype(np.float32)
@@ -202,14 +208,13 @@ class PropagateBackend(BackendBase):
         samples = np.empty((len(window), k, gh * gw), np.float32)
         for i, frame in enumerate(window):
             px = pts[i].reshape(gh, gw, 2)
-            samples[i] = cv2.remap(fused[frame], px[..., 0], px[..., 1], cv2.INTER_LINEAR,
+            samples[i] = cv2.remap(fused_at(frame), px[..., 0], px[..., 1], cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REPLICATE).reshape(gh * gw, k).T
         with _torch_threads(1):
             voted = vote(torch.from_numpy(samples), torch.from_numpy(vis)).numpy().T.reshape(gh, gw, k)
         # The motion-compensated mean of every visible sample: smooth in time, the low-pass target.
         weight = vis.astype(np.float32)[:, None, :]
         mean = ((samples * weight).sum(0) / np.maximum(weight.sum(0), 1.0)).T.reshape(gh, gw, k)
-        current = fused[t]
         if step > 1:  # apply the coarse results as corrections to the frame's own full-resolution maps
             coarse = current[::step, ::step]
             voted, mean = (current + cv2.resize(x - coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, k)
@@ -220,3 +225,137 @@ class PropagateBackend(BackendBase):
                 m = torch.from_numpy(np.ascontiguousarray(mean.transpose(2, 0, 1)))[:, None]
                 voted = lowpass_consistency(v, m, s.lowpass_tau, s.lowpass_strength)[:, 0].numpy().transpose(1, 2, 0)
         return _normalise(voted)
+
+
+class _Sweeps:
+    """One propagate call's carries and fused maps over a `ClipStream` (see the module doc)."""
+
+    def __init__(self, backend: PropagateBackend, state: VideoState, clip: ClipStream) -> None:
+        self.backend, self.clip = backend, clip
+        h, w = clip.size
+        index = {f: i for i, f in enumerate(state.frame_numbers)}
+        self.refs = {
+            index[f]: _normalise(cv2.resize(p.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1))
+            for f, p in state.references.items()
+        }
+        if not self.refs:
+            raise ValueError("propagate needs at least one reference among the loaded frames")
+        self.classes = next(iter(self.refs.values())).shape[-1]
+        n = clip.num_frames
+        self.carries = {d: _Carry(d, n, self.refs, clip.keys) for d in (1, -1)}
+        self._models: dict[int, ColourModel] = {}
+        self._fused = Ring(backend.settings.vote_window + 2)
+
+    # -- keys ------------------------------------------------------------------------------------
+    def fused_key(self, i: int) -> str:
+        return content_key("fused", self.carries[1].key[i], self.carries[-1].key[i])
+
+    def maps_key(self, i: int) -> str:
+        return content_key("forward maps", self.carries[1].key[i])
+
+    # -- 2.-3. carries and fusion ----------------------------------------------------------------
+    def make_fused(self, needed: list[int]) -> None:
+        """Write the fused maps of `needed` frames that the scratch cache lacks.
+
+        2. forward sweep: carry from the keyframes before, caching each needed frame's forward maps;
+        3. backward sweep: carry from the keyframes after and fuse with the forward maps.
+        """
+        scratch = self.clip.scratch
+        todo = [i for i in needed if not scratch.has("fused", self.fused_key(i))]
+        forward = [i for i in todo if self.carries[1].ref[i] is not None and not scratch.has("maps", self.maps_key(i))]
+        for i, (maps, conf) in self._carry(1, forward):
+            scratch.save("maps", self.maps_key(i), np.concatenate([maps, conf[..., None]], axis=-1))
+        for i, carried in self._carry(-1, [i for i in todo if self.carries[-1].ref[i] is not None]):
+            self._save_fused(i, carried)
+        for i in todo:  # after the last keyframe: no backward carry
+            if self.carries[-1].ref[i] is None:
+                self._save_fused(i, None)
+
+    def _save_fused(self, i: int, backward: tuple[np.ndarray, np.ndarray] | None) -> None:
+        scratch, h, w, k = self.clip.scratch, *self.clip.size, self.classes
+        forward = None
+        if self.carries[1].ref[i] is not None:
+            both = scratch.load("maps", self.maps_key(i), (h, w, k + 1))
+            if both is None:  # removed meanwhile (a finished job's cleanup): carry it again
+                both = self._forward_maps(i)
+            forward = (both[..., :k], both[..., k])
+        scratch.save("fused", self.fused_key(i), _fuse([forward, backward], (h, w, k)))
+
+    def _forward_maps(self, i: int) -> np.ndarray:
+        (_, (maps, conf)), = self._carry(1, [i])
+        return np.concatenate([maps, conf[..., None]], axis=-1)
+
+    def _carry(self, direction: int, targets: list[int]) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+        """Carry coordinates through the frames up to every target; yield (i, (maps, conf)) at the targets.
+
+        The sweep starts at the nearest keyframe or cached checkpoint before the first target
+        (in sweep order) and caches a checkpoint every `CHECKPOINT` frames from its keyframe.
+        """
+        if not targets:
+            return
+        b, clip, carry = self.backend, self.clip, self.carries[direction]
+        h, w = clip.size
+        first, last = (min(targets), max(targets)) if direction == 1 else (max(targets), min(targets))
+        start, coords = first, None
+        while coords is None:
+            if start in self.refs:
+                coords = _identity(h, w)
+            elif carry.checkpoint(start):
+                coords = clip.scratch.load(f"carry{direction:+d}", carry.key[start], (h, w, 3))
+            if coords is None:
+                start -= direction
+        wanted = set(targets)
+        span = range(start, last + direction, direction)
+        label = "carrying keyframes " + ("forward" if direction == 1 else "backward")
+        for done, i in enumerate(span, start=1):
+            b.report("carry", done, len(span), label)
+            if i != start:
+                if i in self.refs:
+                    coords = _identity(h, w)
+                else:
+                    coords = b.step(coords, clip.packed(i, -direction))
+                    kind = f"carry{direction:+d}"
+                    if carry.checkpoint(i) and not clip.scratch.has(kind, carry.key[i]):
+                        clip.scratch.save(kind, carry.key[i], coords)
+            if i in wanted:
+                yield i, self._maps(coords, carry.ref[i], i)
+
+    def _maps(self, coords: np.ndarray, ref: int, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame i's (maps (h, w, K), conf (h, w)) read from keyframe `ref` through carried coordinates."""
+        b, (h, w) = self.backend, self.clip.size
+        maps = cv2.remap(self.refs[ref], coords[..., 0], coords[..., 1], cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE).reshape(h, w, -1)
+        conf = coords[..., 2].copy()
+        if i != ref:
+            maps = b.with_appearance(maps, conf, self._model(ref), self.clip.work(i))
+            maps = b.snap(maps, self.clip.work(i))
+        return maps, conf
+
+    def _model(self, ref: int) -> ColourModel:
+        if ref not in self._models:
+            levels = self.backend.settings.propagate.appearance_levels
+            self._models[ref] = ColourModel.fit([self.clip.work(ref)], [self.refs[ref]], levels=levels)
+        return self._models[ref]
+
+    # -- 4. output ---------------------------------------------------------------------------------
+    def fused(self, i: int) -> np.ndarray:
+        """Frame i's fused maps (h, w, K) (recomputed if another chunk removed the cache meanwhile)."""
+        shape = (*self.clip.size, self.classes)
+
+        def load() -> np.ndarray:
+            maps = self.clip.scratch.load("fused", self.fused_key(i), shape)
+            if maps is None:
+                self.make_fused([i])
+                maps = self.clip.scratch.load("fused", self.fused_key(i), shape)
+            return maps
+
+        return self._fused.get(i, load)
+
+    def temporal(self, t: int) -> np.ndarray:
+        return self.backend.temporal(self.fused, self.clip, self.clip.num_frames, t)
+
+
+def _identity(h: int, w: int) -> np.ndarray:
+    """(h, w, [x_ref, y_ref, confidence]) coordinates of every pixel in its own frame, confidence 1."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.stack([xs, ys, np.ones_like(xs)], axis=-1)

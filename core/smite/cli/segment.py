@@ -95,6 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preview", action="store_true", help="also write <name>.smite-preview.png beside the mattes, a contact sheet")
     parser.add_argument("--force", action="store_true", help="redo frames that are already complete")
     parser.add_argument("--quiet", action="store_true", help="no bar; one 'PROGRESS done/total' line per frame")
+    parser.add_argument("--scratch", metavar="DIR",
+                        help="scratch cache for long shots and farm chunks (default: .smite-scratch beside the mattes)")
     add_settings_arguments(parser)
 
 
@@ -105,11 +107,13 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(args.quiet)
     try:
         result = segment_shot(shot, args.out, settings, frames=frames, preview=args.preview, force=args.force,
-                              progress=progress)
+                              progress=progress, scratch=args.scratch)
     finally:
         progress.close()
     if not args.quiet:
         print(f"wrote {len(result.written)} frame(s), {len(result.skipped)} already complete: {args.out}", file=sys.stderr)
         if result.preview:
             print(f"preview: {result.preview}", file=sys.stderr)
+        if result.scratch is not None:
+            print(result.scratch.describe(), file=sys.stderr)
     return 0

@@ -17,7 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -43,6 +43,20 @@ MB_REL = 0.01
 MB_ABS = 0.002
 # The machine the weight-free path targets has 2 cores; more threads only add contention.
 CV_THREADS = 2
+
+
+class StepFlows(Protocol):
+    """What `chain` reads: per-step packed flows of a clip (`DenseFlows`, or a streaming window of them)."""
+
+    @property
+    def num_frames(self) -> int: ...
+
+    def packed(self, t: int, direction: int) -> np.ndarray: ...
+
+
+def pack(flow: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """(h, w, 3) float32 [flow_x, flow_y, ok] from flow (h, w, 2) and ok (h, w) bool: one sample per step."""
+    return np.concatenate([flow, ok[..., None].astype(np.float32)], axis=-1)
 
 
 @dataclass
@@ -77,7 +91,7 @@ class DenseFlows:
                 flow, ok = self.forward[t], self.fwd_ok[t]
             else:
                 flow, ok = self.backward[t - 1], self.bwd_ok[t - 1]
-            self._packed[key] = np.concatenate([flow, ok[..., None].astype(np.float32)], axis=-1)
+            self._packed[key] = pack(flow, ok)
         return self._packed[key]
 
     @property
@@ -123,16 +137,13 @@ def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, round(height * s)), max(1, round(width * s))
 
 
-def _grey_frames(video: np.ndarray, size: tuple[int, int]) -> list[np.ndarray]:
-    """Grey uint8 frames at working size (DIS works on 8-bit grey); shrink before quantising."""
+def grey_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Grey uint8 frame (h, w) at working size (DIS works on 8-bit grey); shrink before quantising."""
     h, w = size
-    out = []
-    for frame in video:
-        g = cv2.cvtColor(np.asarray(frame, np.float32), cv2.COLOR_RGB2GRAY)
-        if g.shape != (h, w):
-            g = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
-        out.append(cv2.convertScaleAbs(g, alpha=255.0))  # saturates to [0, 255], rounds
-    return out
+    g = cv2.cvtColor(np.asarray(frame, np.float32), cv2.COLOR_RGB2GRAY)
+    if g.shape != (h, w):
+        g = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.convertScaleAbs(g, alpha=255.0)  # saturates to [0, 255], rounds
 
 
 def _grid(size: tuple[int, int], stride: int) -> np.ndarray:
@@ -195,6 +206,57 @@ def motion_boundary(flow: np.ndarray) -> np.ndarray:
     return g2[..., 0] + g2[..., 1] > MB_REL * (fx * fx + fy * fy) + MB_ABS
 
 
+def flow_checks(forward: np.ndarray, backward: np.ndarray, boundary_test: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(fwd_ok, bwd_ok) (h, w) bool for one pair's flows (h, w, 2): forward-backward test, motion boundaries."""
+    fwd_ok, bwd_ok = consistency(forward, backward), consistency(backward, forward)
+    if boundary_test:
+        fwd_ok &= ~motion_boundary(forward)
+        bwd_ok &= ~motion_boundary(backward)
+    return fwd_ok, bwd_ok
+
+
+class _DisPool:
+    """DIS on CV_THREADS threads: DIS runs single-threaded and releases the GIL, so one instance per
+    worker computes pairs (or a pair's two directions) in parallel."""
+
+    def __init__(self, preset: str) -> None:
+        if preset not in PRESETS:
+            raise BadInputError(f"unknown flow preset {preset!r}; expected one of {sorted(PRESETS)}")
+        self.preset = preset
+        self.pool = ThreadPoolExecutor(max_workers=CV_THREADS, thread_name_prefix="smite-dis")
+        self._local = threading.local()
+
+    def flow(self, pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """(h, w, 2) float32 DIS flow from grey frame pair[0] to pair[1]."""
+        if not hasattr(self._local, "dis"):
+            self._local.dis = cv2.DISOpticalFlow_create(PRESETS[self.preset])
+        return self._local.dis.calc(pair[0], pair[1], None)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+class PairFlows:
+    """Flow both ways for one consecutive pair at a time, for callers that stream a clip.
+
+    `packed(a, b)` -> (2, h, w, 3) float32: [0] the step a -> b and [1] the step b -> a, each
+    [flow_x, flow_y, ok] exactly as `DenseFlows.packed` gives them for a whole clip.
+    """
+
+    def __init__(self, preset: str = "medium", boundary_test: bool = True) -> None:
+        self._dis = _DisPool(preset)
+        self.boundary_test = boundary_test
+
+    def packed(self, grey_a: np.ndarray, grey_b: np.ndarray) -> np.ndarray:
+        with _cv_threads(CV_THREADS):
+            forward, backward = self._dis.pool.map(self._dis.flow, [(grey_a, grey_b), (grey_b, grey_a)])
+            fwd_ok, bwd_ok = flow_checks(forward, backward, self.boundary_test)
+        return np.stack([pack(forward, fwd_ok), pack(backward, bwd_ok)])
+
+    def close(self) -> None:
+        self._dis.close()
+
+
 def compute_flows(
     video: np.ndarray, *, max_side: int = 480, preset: str = "medium", boundary_test: bool = True,
     progress: Callable[[int, int], None] | None = None,
@@ -207,8 +269,6 @@ def compute_flows(
     """
     if video.ndim != 4 or video.shape[-1] != 3:
         raise BadInputError(f"video must be (T, H, W, 3), got shape {tuple(video.shape)}")
-    if preset not in PRESETS:
-        raise BadInputError(f"unknown flow preset {preset!r}; expected one of {sorted(PRESETS)}")
     t, hv, wv = video.shape[:3]
     h, w = working_size(hv, wv, max_side)
     n = max(t - 1, 0)
@@ -216,29 +276,21 @@ def compute_flows(
     backward = np.zeros((n, h, w, 2), np.float32)
     fwd_ok = np.zeros((n, h, w), bool)
     bwd_ok = np.zeros((n, h, w), bool)
-    with _cv_threads(CV_THREADS):
-        grey = _grey_frames(video, (h, w))
-        local = threading.local()
-
-        def flow(pair: tuple[int, int]) -> np.ndarray:
-            # DIS runs single-threaded and releases the GIL: one instance per worker, pairs in parallel.
-            if not hasattr(local, "dis"):
-                local.dis = cv2.DISOpticalFlow_create(PRESETS[preset])
-            return local.dis.calc(grey[pair[0]], grey[pair[1]], None)
-
-        with ThreadPoolExecutor(max_workers=CV_THREADS) as pool:
+    dis = _DisPool(preset)
+    try:
+        with _cv_threads(CV_THREADS):
+            grey = [grey_frame(frame, (h, w)) for frame in video]
+            pairs = [p for i in range(n) for p in ((grey[i], grey[i + 1]), (grey[i + 1], grey[i]))]
             flows = []
-            for k, result in enumerate(pool.map(flow, [p for i in range(n) for p in ((i, i + 1), (i + 1, i))])):
+            for k, result in enumerate(dis.pool.map(dis.flow, pairs)):
                 flows.append(result)
                 if progress is not None and k % 2:
                     progress(k // 2 + 1, n)
-        for i in range(n):
-            forward[i], backward[i] = flows[2 * i], flows[2 * i + 1]
-            fwd_ok[i] = consistency(forward[i], backward[i])
-            bwd_ok[i] = consistency(backward[i], forward[i])
-            if boundary_test:
-                fwd_ok[i] &= ~motion_boundary(forward[i])
-                bwd_ok[i] &= ~motion_boundary(backward[i])
+            for i in range(n):
+                forward[i], backward[i] = flows[2 * i], flows[2 * i + 1]
+                fwd_ok[i], bwd_ok[i] = flow_checks(forward[i], backward[i], boundary_test)
+    finally:
+        dis.close()
     return DenseFlows(forward, backward, fwd_ok, bwd_ok, w / wv, (h, w), (hv, wv))
 
 
@@ -249,7 +301,7 @@ def _step(pos: np.ndarray, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return new, (s[:, 2] >= 0.5) & _inside(new, packed.shape[:2])
 
 
-def chain(flows: DenseFlows, pos: np.ndarray, frame: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+def chain(flows: StepFlows, pos: np.ndarray, frame: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """Follow points pos (M, 2) working px at `frame` to every frame in [lo, hi].
 
     Returns (points (hi-lo+1, M, 2) working px, visible (hi-lo+1, M) bool). A point that fails the
