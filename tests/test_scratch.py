@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import time
 
 import numpy as np
 import pytest
@@ -103,3 +104,22 @@ def test_cli_full_scratch_disk_is_one_line_and_finished_frames_stay(make_shot, t
     assert len(errors) == 1 and "scratch cache folder" in errors[0] and SCRATCH_FOLDER in errors[0], errors
     assert sorted(os.listdir(tmp_path / "out")) == [SCRATCH_FOLDER, "m.0000.exr", "m.0001.exr", "m.0002.exr"]
     assert not glob.glob(str(tmp_path / "out" / SCRATCH_FOLDER / "*" / "*" / ".*"))  # no temp files
+
+
+def test_a_finished_job_removes_abandoned_job_folders_but_not_recent_ones(make_shot, tmp_path):
+    """An abandoned job's cache (settings changed, nothing written for a week) must not fill the disk
+    forever; a folder another job wrote to recently (a chunk still running) stays."""
+    shot = load_shot(str(make_shot(frames="0-5")))
+    out = str(tmp_path / "out" / "m.####.exr")
+    root = tmp_path / "out" / SCRATCH_FOLDER
+    abandoned, live = Scratch(str(root), "abandoned"), Scratch(str(root), "live")
+    for s in (abandoned, live):
+        s.save("fused", "x", np.zeros((4, 4, 2), np.float32))
+    week_ago = time.time() - scratch_module.STALE_AFTER_S - 60
+    for folder, _, files in os.walk(abandoned.folder):
+        for name in files + [""]:
+            os.utime(os.path.join(folder, name), (week_ago, week_ago))
+    result = segment_shot(shot, out, FAST)
+    assert not result.scratch.kept and result.scratch.pruned == 1
+    assert "removed 1 abandoned job folder" in result.scratch.describe()
+    assert not os.path.exists(abandoned.folder) and live.has("fused", "x")

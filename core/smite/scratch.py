@@ -20,6 +20,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,9 @@ from .errors import OutputError
 
 SCRATCH_FOLDER = ".smite-scratch"  # default root, beside the mattes (shared storage for farm chunks)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+# A job folder nothing has written to for this long is an abandoned job's (changed settings, a shot
+# given up): it is removed when another job under the same root finishes, so the root does not grow forever.
+STALE_AFTER_S = 7 * 24 * 3600
 
 
 def default_root(out_pattern: str) -> str:
@@ -56,6 +60,7 @@ class ScratchReport:
     kept: bool
     reused: dict[str, int]
     written: dict[str, int]
+    pruned: int = 0  # abandoned job folders removed beside it (`prune_stale`)
 
     @classmethod
     def of(cls, scratches: list["Scratch"], remove: bool) -> "ScratchReport":
@@ -67,17 +72,22 @@ class ScratchReport:
             for total, part in ((reused, s.stats.reused), (written, s.stats.written)):
                 for kind, count in part.items():
                     total[kind] = total.get(kind, 0) + count
-            if remove:
+        pruned = 0
+        if remove:
+            keep = {s.folder for s in scratches}
+            pruned = prune_stale(scratches[-1].root, keep)
+            for s in scratches:
                 s.remove()
-        return cls(scratches[-1].folder, size, not remove, reused, written)
+        return cls(scratches[-1].folder, size, not remove, reused, written, pruned)
 
     def describe(self) -> str:
         """One line for people: folder, size, kept or removed, what was reused and written."""
         def counts(table: dict[str, int]) -> str:
             return ", ".join(f"{n} {kind}" for kind, n in sorted(table.items())) or "nothing"
         state = "kept for a resumed run or other chunks" if self.kept else "removed, every frame is done"
+        pruned = f"; removed {self.pruned} abandoned job folder(s) beside it" if self.pruned else ""
         return (f"scratch cache {self.folder}: {format_bytes(self.bytes)}, {state}; "
-                f"reused {counts(self.reused)}; wrote {counts(self.written)}")
+                f"reused {counts(self.reused)}; wrote {counts(self.written)}{pruned}")
 
 
 class Scratch:
@@ -160,6 +170,38 @@ class Scratch:
             os.rmdir(self.root)
         except OSError:
             pass
+
+
+def prune_stale(root: str, keep: set[str], older_than_s: float = STALE_AFTER_S) -> int:
+    """Remove job folders under `root` (not in `keep`) with nothing written for `older_than_s`; how many.
+
+    Only folders of finished-or-abandoned jobs qualify: a live job (a running chunk, a resumable
+    run) writes entries as it goes, so its newest file is recent.
+    """
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return 0
+    now, removed = time.time(), 0
+    for name in names:
+        folder = os.path.join(root, name)
+        if folder in keep or not os.path.isdir(folder) or os.path.islink(folder):
+            continue
+        if now - _newest_mtime(folder) > older_than_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += not os.path.exists(folder)
+    return removed
+
+
+def _newest_mtime(folder: str) -> float:
+    newest = os.path.getmtime(folder)
+    for sub, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            try:
+                newest = max(newest, os.path.getmtime(os.path.join(sub, name)))
+            except OSError:
+                pass
+    return newest
 
 
 def _discard(path: str) -> None:
