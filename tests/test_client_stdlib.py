@@ -339,7 +339,10 @@ def test_end_to_end_segment_three_frames_of_a_real_clip(tmp_path):
         result = client.wait(job, timeout=240)
     assert result["written"] == [1, 2, 3] and result["skipped"] == []
     assert progress[-1]["done"] == 3 and progress[-1]["total"] == 3
-    assert sorted(os.listdir(tmp_path / "mattes")) == ["chair.0001.exr", "chair.0002.exr", "chair.0003.exr"]
+    # the mattes and, since the shot's other frames are not done, its scratch cache (kept for them)
+    assert sorted(os.listdir(tmp_path / "mattes")) == [".smite-scratch", "chair.0001.exr", "chair.0002.exr",
+                                                       "chair.0003.exr"]
+    assert result["scratch"]["kept"] and result["scratch"]["folder"].startswith(str(tmp_path / "mattes"))
     import numpy as np
     from PIL import Image
 
