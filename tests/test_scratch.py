@@ -123,3 +123,13 @@ def test_a_finished_job_removes_abandoned_job_folders_but_not_recent_ones(make_s
     assert not result.scratch.kept and result.scratch.pruned == 1
     assert "removed 1 abandoned job folder" in result.scratch.describe()
     assert not os.path.exists(abandoned.folder) and live.has("fused", "x")
+
+
+def test_a_run_that_keeps_nothing_on_disk_has_no_scratch_line(tmp_path):
+    """The diffusion backend never writes the scratch cache: `smite segment` must not report an empty one."""
+    from smite.scratch import ScratchReport
+
+    empty = Scratch(str(tmp_path / "s"), "job")
+    assert not ScratchReport.of([empty], remove=False).used
+    empty.save("fused", "x", np.zeros((2, 2, 2), np.float32))
+    assert ScratchReport.of([empty], remove=False).used

@@ -80,6 +80,11 @@ class ScratchReport:
                 s.remove()
         return cls(scratches[-1].folder, size, not remove, reused, written, pruned)
 
+    @property
+    def used(self) -> bool:
+        """Whether the run read or wrote any entry (the diffusion backend keeps nothing on disk)."""
+        return bool(self.bytes or self.reused or self.written or self.pruned)
+
     def describe(self) -> str:
         """One line for people: folder, size, kept or removed, what was reused and written."""
         def counts(table: dict[str, int]) -> str:

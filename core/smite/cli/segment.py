@@ -114,6 +114,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {len(result.written)} frame(s), {len(result.skipped)} already complete: {args.out}", file=sys.stderr)
         if result.preview:
             print(f"preview: {result.preview}", file=sys.stderr)
-        if result.scratch is not None:
+        if result.scratch is not None and result.scratch.used:  # a backend that needs none (diffusion) says nothing
             print(result.scratch.describe(), file=sys.stderr)
     return 0
