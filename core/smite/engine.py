@@ -223,6 +223,8 @@ def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[
     total = len(frames)
     report("segment", len(result.skipped), total, f"{len(result.skipped)} frame(s) already done")
 
+    sources: list[FrameSource] = []  # closed once the frames are written: their read-ahead threads stop
+
     def render(run: Settings) -> None:
         """Segment the frames of `todo` not yet written; re-entered with smaller settings after an OOM."""
         run_backend, run_meta = backend, meta
@@ -235,6 +237,7 @@ def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[
         left = [f for f in todo if f not in written]
         loaded = frames_to_load(shot, left, run.context, run_backend.first_needed)
         source = FrameSource(shot.plate, loaded, shot.colorspace)
+        sources.append(source)
         if min(source.size) < MIN_PLATE_SIDE:
             raise BadInputError(f"plate {source.path(loaded[0])} is {source.size[1]}x{source.size[0]}; "
                                 f"SMITE needs at least {MIN_PLATE_SIDE}x{MIN_PLATE_SIDE} pixels")
@@ -267,8 +270,12 @@ def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[
     if todo:
         # Frames finished before an out-of-memory error are kept; the rest are redone with the backend's
         # smaller settings (`shrink_settings`), until it has none.
-        run_with_oom_retry(render, settings, backend.shrink_settings,
-                           what=f"frames {format_frame_range(todo)}")
+        try:
+            run_with_oom_retry(render, settings, backend.shrink_settings,
+                               what=f"frames {format_frame_range(todo)}")
+        finally:
+            for source in sources:
+                source.close()
     complete = all(os.path.exists(frame_path(out_pattern, f)) for f in shot.frames)
     result.scratch = ScratchReport.of(scratches, remove=complete)
     if preview_path is not None:
@@ -292,11 +299,11 @@ def _refuse_foreign_preview(path: str) -> None:
 def _write_preview(shot: ShotSpec, out_pattern: str, frames: list[int], path: str) -> str:
     """A contact sheet of evenly spaced frames with coloured part overlays, next to the mattes."""
     pick = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, min(PREVIEW_TILES, len(frames)))]
-    source = FrameSource(shot.plate, sorted(set(pick)), shot.colorspace)
     tiles = []
-    for f in sorted(set(pick)):
-        _, probs, _ = read_matte(frame_path(out_pattern, f))
-        tiles.append((f, source.get(f), probs))
+    with FrameSource(shot.plate, sorted(set(pick)), shot.colorspace) as source:
+        for f in sorted(set(pick)):
+            _, probs, _ = read_matte(frame_path(out_pattern, f))
+            tiles.append((f, source.get(f), probs))
     write_contact_sheet(path, tiles, list(shot.parts), attributes={PREVIEW_KEY: out_pattern})
     return path
 
@@ -316,10 +323,10 @@ def learn_parts(shot: ShotSpec, out_path: str, settings: Settings, *, progress: 
     from .model.backbone import load_backbone
     from .model.parts import save_part_model
 
-    source = FrameSource(shot.plate, list(shot.reference_frames), shot.colorspace)
-    probs = load_references(shot, source.size)
-    examples = {f: Example(source.get(f), probs[f].argmax(0).astype(np.uint8), f"frame {f}")
-                for f in shot.reference_frames if f in probs}
+    with FrameSource(shot.plate, list(shot.reference_frames), shot.colorspace) as source:
+        probs = load_references(shot, source.size)
+        examples = {f: Example(source.get(f), probs[f].argmax(0).astype(np.uint8), f"frame {f}")
+                    for f in shot.reference_frames if f in probs}
     val = [e for f, e in examples.items() if f == holdout]
     train = [e for f, e in examples.items() if f != holdout]
     if holdout is not None and not val:
