@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import OutputError
+from .hostapi.atomic import replacing
 
 SCRATCH_FOLDER = ".smite-scratch"  # default root, beside the mattes (shared storage for farm chunks)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
@@ -134,16 +135,12 @@ class Scratch:
         final = self.path(kind, name)
         temp = os.path.join(os.path.dirname(final), f".{name}.{self._tag}.{threading.get_ident()}.tmp")
         for attempt in (1, 2):
-            try:
-                os.makedirs(os.path.dirname(final), exist_ok=True)
-                with open(temp, "wb") as handle:
-                    np.save(handle, array, allow_pickle=False)
-                os.replace(temp, final)
+            try:  # interrupted (Ctrl-C, SIGTERM) or failed: `replacing` leaves no temp file
+                with replacing(final, temp=temp, durable=False):  # lost entries are recomputed: no fsync
+                    with open(temp, "wb") as handle:
+                        np.save(handle, array, allow_pickle=False)
                 break
-            except BaseException as exc:  # interrupted (Ctrl-C, SIGTERM) or failed: no temp file stays
-                _discard(temp)
-                if not isinstance(exc, OSError):
-                    raise
+            except OSError as exc:
                 if exc.errno in FULL_DISK:
                     raise OutputError(f"scratch cache folder {self.root} is full ({exc.strerror}); free space "
                                       f"there or choose another with --scratch DIR", path=self.root) from None

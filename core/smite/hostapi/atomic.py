@@ -18,11 +18,13 @@ TEMP_PREFIX = ".smite-"
 
 
 @contextmanager
-def replacing(path: str, temp: Optional[str] = None) -> Iterator[str]:
+def replacing(path: str, temp: Optional[str] = None, durable: bool = True) -> Iterator[str]:
     """Yield a temporary path beside ``path``; once the block has written it, flush it to disk and
     rename it to ``path``. On any error (Ctrl-C included) the temporary file is removed and ``path``
     is untouched. ``temp`` names the temporary file (a writer that picks the format from the
     extension, or one whose stale temp files are recognised by name); by default a fresh unique one.
+    ``durable=False`` skips the flush: for a cache that is recomputed when lost, the rename alone
+    keeps readers from half a file.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -31,11 +33,12 @@ def replacing(path: str, temp: Optional[str] = None) -> Iterator[str]:
         os.close(fd)
     try:
         yield temp
-        fd = os.open(temp, os.O_RDONLY)  # flushed before the rename: a crash never leaves a name over empty data
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if durable:  # flushed before the rename: a crash never leaves a name over empty data
+            fd = os.open(temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):
