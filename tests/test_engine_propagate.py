@@ -100,6 +100,8 @@ CHANGES = {
     "occlusion_decay": 0.01,
     "appearance_weight": 0.0,
     "appearance_levels": 4,
+    "rematch_radius": 0,
+    "rematch_confidence": 1.0,
     "uncertain_blur": 0.4,
     "snap_radius": 12,
     "snap_eps": 0.5,

@@ -18,7 +18,7 @@ from smite.frames import FrameSource
 from smite.method.appearance import ColourModel
 from smite.references import load_references
 from smite.scratch import Scratch
-from smite.track.flow import compute_flows, working_size
+from smite.track.flow import PRESETS, compute_flows, grey_frame, working_size
 
 CHAIR = os.path.join(os.path.dirname(__file__), "data", "chair")
 SMALL = Settings(propagate=PropagateSettings(work_max_side=120, flow_preset="fast"))
@@ -59,6 +59,11 @@ def _in_memory(shot: ShotSpec, settings: Settings) -> dict[int, np.ndarray]:
     refs = {frames.index(f): _normalise(cv2.resize(p.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_AREA)
                                         .reshape(h, w, -1)) for f, p in plate_refs.items()}
 
+    dis = cv2.DISOpticalFlow_create(PRESETS[settings.propagate.flow_preset])
+
+    def direct(t: int, ref: int) -> np.ndarray:  # flow from frame t straight to its keyframe
+        return dis.calc(grey_frame(work[t], (h, w)), grey_frame(work[ref], (h, w)), None)
+
     def carry(order: list[int], step: int) -> list:
         out: list = [None] * n
         coords = ref = None
@@ -67,7 +72,7 @@ def _in_memory(shot: ShotSpec, settings: Settings) -> dict[int, np.ndarray]:
                 coords, ref = _identity(h, w), t
             elif coords is not None:
                 packed = flows.packed(t, -step)
-                coords = backend.step(coords, packed)
+                coords = backend.rematch(backend.step(coords, packed), work[t], work[ref], direct(t, ref))
             if coords is None:
                 continue
             maps = cv2.remap(refs[ref], coords[..., 0], coords[..., 1], cv2.INTER_LINEAR,
@@ -135,8 +140,9 @@ def test_chunk_restarts_its_carry_from_a_cached_checkpoint(tmp_path):
     chunk = _streamed(shot, settings, range(30, 34), scratch=second)
     assert _max_diff(chunk, whole, range(30, 34)) <= 1e-6
     assert second.stats.reused["carry+1"] == 1
-    # working frames: the keyframe (its colour model) and the chunk's frames, not the 24 between
-    assert second.stats.written["work"] == 1 + 4
+    # working frames: the keyframe (colour model, re-matching) and the 9 carried on from the checkpoint
+    # at 24 (re-matching reads each), not the 24 frames before it
+    assert second.stats.written["work"] == 1 + 9
     assert "flow" not in second.stats.written
 
 

@@ -7,7 +7,10 @@ the diffusion backend is measured against. Steps, at a working resolution (long 
 1. dense flow both ways between consecutive frames (`track.flow`);
 2. from each reference, a map of coordinates into that reference is carried forward and backward
    frame by frame (backward warping), with a confidence that decays with distance and where the
-   flow fails its forward-backward test; each frame reads the reference's sharp maps through it
+   flow fails its forward-backward test; at every step each pixel keeps whichever of its carried
+   coordinates and a direct DIS match to the keyframe reads colours closer to its own (re-matching:
+   the chained flow drifts and loses fast or occluded parts for good, a direct match does not
+   accumulate drift and finds them again); each frame reads the reference's sharp maps through it
    (no cumulative blur), lets the reference's colour model decide where the carry is unsure
    (`method.appearance`), and is snapped to its own plate edges (guided filter);
 3. the carries from the nearest references on both sides are fused by confidence;
@@ -186,6 +189,27 @@ class PropagateBackend(BackendBase):
         coords[..., 2] *= s.carry_decay * np.where(ok, 1.0, s.occlusion_decay).astype(np.float32)
         return coords
 
+    def rematch(self, coords: np.ndarray, rgb: np.ndarray, ref_rgb: np.ndarray, direct: np.ndarray) -> np.ndarray:
+        """Carried coordinates `(h, w, 3)` after re-matching against the keyframe (module doc, step 2).
+
+        rgb: this frame, ref_rgb: the keyframe, both `(h, w, 3)`; direct: `(h, w, 2)` flow from this
+        frame straight to the keyframe. A pixel takes its direct match where that reads the keyframe's
+        colours closer to its own over a patch, and its confidence is raised to `rematch_confidence`:
+        the match is fresh, but no forward-backward test vouches for it.
+        """
+        s = self.settings.propagate
+        if s.rematch_radius <= 0:
+            return coords
+        h, w = coords.shape[:2]
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        matched = np.stack([xs + direct[..., 0], ys + direct[..., 1]], axis=-1)
+        r = s.rematch_radius
+        better = _patch_error(ref_rgb, rgb, matched, r) < _patch_error(ref_rgb, rgb, coords[..., :2], r)
+        out = coords.copy()
+        out[..., :2] = np.where(better[..., None], matched, coords[..., :2])
+        out[..., 2] = np.where(better, np.maximum(coords[..., 2], s.rematch_confidence), coords[..., 2])
+        return out
+
     def temporal(self, fused_at, flows: StepFlows, n: int, t: int) -> np.ndarray:
         """SMITE's temporal module for frame t: vote along dense tracks, then low-pass consistency.
 
@@ -244,6 +268,7 @@ class _Sweeps:
         n = clip.num_frames
         self.carries = {d: _Carry(d, n, self.refs, clip.keys) for d in (1, -1)}
         self._models: dict[int, ColourModel] = {}
+        self._ref_frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # keyframe: (working rgb, grey)
         self._fused = Ring(backend.settings.vote_window + 2)
 
     # -- keys ------------------------------------------------------------------------------------
@@ -313,12 +338,20 @@ class _Sweeps:
                 if i in self.refs:
                     coords = _identity(h, w)
                 else:
-                    coords = b.step(coords, clip.packed(i, -direction))
+                    coords = self._rematch(b.step(coords, clip.packed(i, -direction)), carry.ref[i], i)
                     kind = f"carry{direction:+d}"
                     if carry.checkpoint(i) and not clip.scratch.has(kind, carry.key[i]):
                         clip.scratch.save(kind, carry.key[i], coords)
             if i in wanted:
                 yield i, self._maps(coords, carry.ref[i], i)
+
+    def _rematch(self, coords: np.ndarray, ref: int, i: int) -> np.ndarray:
+        if self.backend.settings.propagate.rematch_radius <= 0:
+            return coords
+        if ref not in self._ref_frames:
+            self._ref_frames[ref] = (self.clip.work(ref), self.clip.grey(ref))
+        ref_rgb, ref_grey = self._ref_frames[ref]
+        return self.backend.rematch(coords, self.clip.work(i), ref_rgb, self.clip.match(i, ref_grey))
 
     def _maps(self, coords: np.ndarray, ref: int, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame i's (maps (h, w, K), conf (h, w)) read from keyframe `ref` through carried coordinates."""
@@ -353,6 +386,12 @@ class _Sweeps:
 
     def temporal(self, t: int) -> np.ndarray:
         return self.backend.temporal(self.fused, self.clip, self.clip.num_frames, t)
+
+
+def _patch_error(ref_rgb: np.ndarray, rgb: np.ndarray, xy: np.ndarray, radius: int) -> np.ndarray:
+    """(h, w) mean L1 colour difference over a (2r+1)^2 patch between `rgb` and `ref_rgb` read at `xy`."""
+    read = cv2.remap(ref_rgb, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.blur(np.abs(read - rgb).sum(axis=-1), (2 * radius + 1, 2 * radius + 1))
 
 
 def _identity(h: int, w: int) -> np.ndarray:

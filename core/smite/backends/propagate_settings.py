@@ -30,6 +30,10 @@ class PropagateSettings:
     appearance_weight: float = ranged(1.0, 0, 10)
     # colour histogram bins per channel (16**3 joint RGB bins; 64**3 at most)
     appearance_levels: int = ranged(16, 2, 64)
+    # re-matching: each carried pixel keeps the better (colour over a (2r+1)^2 patch) of its chained
+    # coordinates and a direct DIS match to its keyframe; 0 turns it off
+    rematch_radius: int = ranged(3, 0, 16)
+    rematch_confidence: float = ranged(0.5, 0, 1)  # confidence (at least) of a pixel the direct match won
     uncertain_blur: float = ranged(0.1, 0, 1)  # blur (fraction of the long side) of the prior where the carry is unsure
     snap_radius: int = ranged(4, 0, 64)  # guided-filter radius (working px) that re-snaps carried maps to plate edges
     # guided-filter regulariser for snapping (smaller = follows edges harder)

@@ -253,6 +253,11 @@ class PairFlows:
             fwd_ok, bwd_ok = flow_checks(forward, backward, self.boundary_test)
         return np.stack([pack(forward, fwd_ok), pack(backward, bwd_ok)])
 
+    def one_way(self, grey_a: np.ndarray, grey_b: np.ndarray) -> np.ndarray:
+        """(h, w, 2) float32 DIS flow from grey_a to grey_b alone, unchecked: a direct match between far frames."""
+        with _cv_threads(CV_THREADS):
+            return self._dis.flow((grey_a, grey_b))
+
     def close(self) -> None:
         self._dis.close()
 

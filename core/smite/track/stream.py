@@ -115,12 +115,22 @@ class ClipStream:
         """(h, w, 3) [flow_x, flow_y, ok] for the step from frame t to t + direction."""
         return self.pair(t)[0] if direction == 1 else self.pair(t - 1)[1]
 
-    def _compute_pair(self, i: int) -> np.ndarray:
-        self._report("flow", i + 1, self.num_frames - 1, "optical flow")
+    def grey(self, i: int) -> np.ndarray:
+        """Frame i at working size as DIS reads it: (h, w) uint8 grey."""
+        return self._grey.get(i, lambda: grey_frame(self.work(i), self.size))
+
+    def match(self, i: int, target: np.ndarray) -> np.ndarray:
+        """(h, w, 2) flow from frame i straight to the grey frame `target` (`grey`), not via the frames between."""
+        return self._pair_flows().one_way(self.grey(i), target)
+
+    def _pair_flows(self) -> PairFlows:
         if self._flows is None:
             self._flows = PairFlows(self.preset)
-        grey = [self._grey.get(j, lambda j=j: grey_frame(self.work(j), self.size)) for j in (i, i + 1)]
-        return self._flows.packed(*grey)
+        return self._flows
+
+    def _compute_pair(self, i: int) -> np.ndarray:
+        self._report("flow", i + 1, self.num_frames - 1, "optical flow")
+        return self._pair_flows().packed(self.grey(i), self.grey(i + 1))
 
     def close(self) -> None:
         if self._flows is not None:

@@ -1,0 +1,82 @@
+"""Re-matching in the weight-free carry: a pixel keeps whichever of its chained coordinates and its
+direct match to the keyframe reads the keyframe's colours closer to its own (backends.propagate)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from smite.backends.propagate import PropagateBackend, _identity
+from smite.backends.propagate_settings import PropagateSettings
+from smite.config import Settings
+from smite.frames import FrameSource
+from smite.io.image import read_label_map
+from smite.metrics import jaccard
+
+SHIFT = (5, 3)  # the frame is the keyframe moved 5 px right and 3 px down
+
+
+def _frames() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    ref = cv2.GaussianBlur(rng.random((64, 80, 3), dtype=np.float32), (0, 0), 1.5)
+    return ref, np.roll(ref, SHIFT[::-1], axis=(0, 1))
+
+
+def _true_flow(shape: tuple[int, int]) -> np.ndarray:
+    """Flow from the shifted frame straight back to the keyframe."""
+    return np.broadcast_to(np.array([-SHIFT[0], -SHIFT[1]], np.float32), (*shape, 2)).copy()
+
+
+def test_a_drifted_carry_takes_the_direct_match():
+    ref, frame = _frames()
+    h, w = ref.shape[:2]
+    carried = _identity(h, w)  # lost: still points where the content was in the keyframe
+    carried[..., 2] = 0.2
+    out = PropagateBackend(Settings()).rematch(carried, frame, ref, _true_flow((h, w)))
+    inner = (slice(8, -8), slice(8, -8))  # away from the border the roll wraps around
+    truth = _identity(h, w)[..., :2] - np.array(SHIFT, np.float32)
+    assert np.abs(out[inner][..., :2] - truth[inner]).max() < 1e-4
+    assert np.allclose(out[inner][..., 2], 0.5)  # rematch_confidence: fresh, but unverified
+
+
+def test_a_good_carry_is_kept_over_a_wrong_direct_match():
+    ref, frame = _frames()
+    h, w = ref.shape[:2]
+    carried = _identity(h, w)
+    carried[..., :2] -= np.array(SHIFT, np.float32)
+    carried[..., 2] = 0.9
+    wrong = -_true_flow((h, w))  # points the other way
+    out = PropagateBackend(Settings()).rematch(carried, frame, ref, wrong)
+    inner = (slice(8, -8), slice(8, -8))
+    assert np.array_equal(out[inner], carried[inner])
+
+
+def test_radius_zero_turns_it_off():
+    ref, frame = _frames()
+    carried = _identity(*ref.shape[:2])
+    settings = Settings(propagate=PropagateSettings(rematch_radius=0))
+    assert PropagateBackend(settings).rematch(carried, frame, ref, _true_flow(ref.shape[:2])) is carried
+
+
+def _chair_j(chair_dir, settings: Settings, frames: range) -> float:
+    plate = str(chair_dir / "frames" / "%05d.jpg")
+    backend = PropagateBackend(settings)
+    with FrameSource(plate, list(frames), "sRGB - Texture") as source:
+        state = backend.init_state(source, ["chair"])
+        key = read_label_map(str(chair_dir / "masks" / "00000.png")) == 1
+        backend.add_reference(state, 0, np.stack([~key, key]).astype(np.float32))
+        scores = []
+        for f, probs in backend.propagate(state):
+            if f:
+                gt = read_label_map(str(chair_dir / "masks" / f"{f:05d}.png")) == 1
+                full = cv2.resize(probs[1], (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
+                scores.append(jaccard(full > 0.5, gt))
+    return float(np.mean(scores))
+
+
+def test_rematching_holds_the_chair_longer_from_one_keyframe(chair_dir):
+    """Measured on the bundled chair, 60 frames from frame 0: J 0.680 without, 0.706 with re-matching."""
+    base = Settings()
+    without = _chair_j(chair_dir, base.replace(propagate=base.propagate.replace(rematch_radius=0)), range(60))
+    with_it = _chair_j(chair_dir, base, range(60))
+    assert with_it > without + 0.01
