@@ -102,6 +102,7 @@ CHANGES = {
     "appearance_levels": 4,
     "rematch_radius": 0,
     "rematch_confidence": 1.0,
+    "rematch_spread": 0,
     "uncertain_blur": 0.4,
     "snap_radius": 12,
     "snap_eps": 0.5,

@@ -195,7 +195,10 @@ class PropagateBackend(BackendBase):
         rgb: this frame, ref_rgb: the keyframe, both `(h, w, 3)`; direct: `(h, w, 2)` flow from this
         frame straight to the keyframe. A pixel takes its direct match where that reads the keyframe's
         colours closer to its own over a patch, and its confidence is raised to `rematch_confidence`:
-        the match is fresh, but no forward-backward test vouches for it.
+        the match is fresh, but no forward-backward test vouches for it. Then each pixel tries the
+        coordinates of its neighbours `rematch_spread` px away, moved by the same offset, and keeps
+        the best (PatchMatch's propagation step): DIS smooths flow across a moving part's edge, so an
+        edge pixel often reads background while its neighbour inside the part moves right.
         """
         s = self.settings.propagate
         if s.rematch_radius <= 0:
@@ -208,6 +211,15 @@ class PropagateBackend(BackendBase):
         out = coords.copy()
         out[..., :2] = np.where(better[..., None], matched, coords[..., :2])
         out[..., 2] = np.where(better, np.maximum(coords[..., 2], s.rematch_confidence), coords[..., 2])
+        k = s.rematch_spread
+        if k > 0:
+            best = _patch_error(ref_rgb, rgb, out[..., :2], r)
+            for dy, dx in ((k, 0), (-k, 0), (0, k), (0, -k)):
+                xy = _shifted(out[..., :2], dy, dx) + np.array([dx, dy], np.float32)
+                error = _patch_error(ref_rgb, rgb, xy, r)
+                take = error < best
+                out[..., :2] = np.where(take[..., None], xy, out[..., :2])
+                best = np.where(take, error, best)
         return out
 
     def temporal(self, fused_at, flows: StepFlows, n: int, t: int) -> np.ndarray:
@@ -392,6 +404,14 @@ def _patch_error(ref_rgb: np.ndarray, rgb: np.ndarray, xy: np.ndarray, radius: i
     """(h, w) mean L1 colour difference over a (2r+1)^2 patch between `rgb` and `ref_rgb` read at `xy`."""
     read = cv2.remap(ref_rgb, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return cv2.blur(np.abs(read - rgb).sum(axis=-1), (2 * radius + 1, 2 * radius + 1))
+
+
+def _shifted(field: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """`field` (h, w, C) moved by (dy, dx): out(y, x) = field(y - dy, x - dx), edges replicated."""
+    h, w = field.shape[:2]
+    ys = np.clip(np.arange(h) - dy, 0, h - 1)
+    xs = np.clip(np.arange(w) - dx, 0, w - 1)
+    return field[ys[:, None], xs[None, :]]
 
 
 def _identity(h: int, w: int) -> np.ndarray:

@@ -34,6 +34,9 @@ class PropagateSettings:
     # coordinates and a direct DIS match to its keyframe; 0 turns it off
     rematch_radius: int = ranged(3, 0, 16)
     rematch_confidence: float = ranged(0.5, 0, 1)  # confidence (at least) of a pixel the direct match won
+    # re-matching also tries each pixel's neighbours this many px up, down, left and right, moved by the
+    # same offset (PatchMatch's propagation): DIS smears a moving part's flow across its edge; 0 = off
+    rematch_spread: int = ranged(4, 0, 64)
     uncertain_blur: float = ranged(0.1, 0, 1)  # blur (fraction of the long side) of the prior where the carry is unsure
     snap_radius: int = ranged(4, 0, 64)  # guided-filter radius (working px) that re-snaps carried maps to plate edges
     # guided-filter regulariser for snapping (smaller = follows edges harder)
