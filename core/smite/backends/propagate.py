@@ -32,6 +32,7 @@ restarts a carry from the nearest cached checkpoint instead of from the keyframe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
@@ -203,23 +204,24 @@ class PropagateBackend(BackendBase):
         s = self.settings.propagate
         if s.rematch_radius <= 0:
             return coords
-        h, w = coords.shape[:2]
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        xs, ys = _pixel_grid(*coords.shape[:2])
         matched = np.stack([xs + direct[..., 0], ys + direct[..., 1]], axis=-1)
         r = s.rematch_radius
         better = _patch_error(ref_rgb, rgb, matched, r) < _patch_error(ref_rgb, rgb, coords[..., :2], r)
         out = coords.copy()
-        out[..., :2] = np.where(better[..., None], matched, coords[..., :2])
-        out[..., 2] = np.where(better, np.maximum(coords[..., 2], s.rematch_confidence), coords[..., 2])
+        np.copyto(out[..., :2], matched, where=better[..., None])
+        np.copyto(out[..., 2], np.maximum(coords[..., 2], s.rematch_confidence), where=better)
         k = s.rematch_spread
         if k > 0:
             best = _patch_error(ref_rgb, rgb, out[..., :2], r)
             for dy, dx in ((k, 0), (-k, 0), (0, k), (0, -k)):
-                xy = _shifted(out[..., :2], dy, dx) + np.array([dx, dy], np.float32)
+                xy = _shifted(out[..., :2], dy, dx)
+                xy[..., 0] += dx
+                xy[..., 1] += dy
                 error = _patch_error(ref_rgb, rgb, xy, r)
                 take = error < best
-                out[..., :2] = np.where(take[..., None], xy, out[..., :2])
-                best = np.where(take, error, best)
+                np.copyto(out[..., :2], xy, where=take[..., None])
+                np.copyto(best, error, where=take)
         return out
 
     def temporal(self, fused_at, flows: StepFlows, n: int, t: int) -> np.ndarray:
@@ -401,17 +403,39 @@ class _Sweeps:
 
 
 def _patch_error(ref_rgb: np.ndarray, rgb: np.ndarray, xy: np.ndarray, radius: int) -> np.ndarray:
-    """(h, w) mean L1 colour difference over a (2r+1)^2 patch between `rgb` and `ref_rgb` read at `xy`."""
+    """(h, w) mean over a (2r+1)^2 patch of the L1 colour difference between `rgb` and `ref_rgb` read at `xy`."""
     read = cv2.remap(ref_rgb, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return cv2.blur(np.abs(read - rgb).sum(axis=-1), (2 * radius + 1, 2 * radius + 1))
+    diff = cv2.transform(cv2.absdiff(read, rgb), _SUM_CHANNELS)
+    return cv2.blur(diff, (2 * radius + 1, 2 * radius + 1)).reshape(xy.shape[:2])
+
+
+_SUM_CHANNELS = np.ones((1, 3), np.float32)
 
 
 def _shifted(field: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """`field` (h, w, C) moved by (dy, dx): out(y, x) = field(y - dy, x - dx), edges replicated."""
+    """A copy of `field` (h, w, C) moved by (dy, dx): out(y, x) = field(y - dy, x - dx), edges replicated."""
+    out = np.empty_like(field)
     h, w = field.shape[:2]
-    ys = np.clip(np.arange(h) - dy, 0, h - 1)
-    xs = np.clip(np.arange(w) - dx, 0, w - 1)
-    return field[ys[:, None], xs[None, :]]
+    dy, dx = int(np.clip(dy, -h + 1, h - 1)), int(np.clip(dx, -w + 1, w - 1))
+    src = field[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    out[max(dy, 0):h - max(-dy, 0), max(dx, 0):w - max(-dx, 0)] = src
+    if dy > 0:
+        out[:dy] = out[dy:dy + 1]
+    elif dy < 0:
+        out[dy:] = out[dy - 1:dy]
+    if dx > 0:
+        out[:, :dx] = out[:, dx:dx + 1]
+    elif dx < 0:
+        out[:, dx:] = out[:, dx - 1:dx]
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(xs, ys) (h, w) float32 pixel coordinates, shared read-only between frames of one size."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs.flags.writeable = ys.flags.writeable = False
+    return xs, ys
 
 
 def _identity(h: int, w: int) -> np.ndarray:
