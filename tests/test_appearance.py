@@ -26,3 +26,18 @@ def test_model_prefers_the_class_that_showed_the_colour():
     assert (post[:, 5:, 1] > 0.9).all() and (post[:, :5, 0] > 0.9).all()
     assert np.allclose(post.sum(-1), 1.0)
     assert np.array_equal(reweight(unsure, lik, 0.0), unsure)
+
+
+def test_a_small_part_keeps_its_colours_against_a_large_background():
+    """A 20-pixel part in a 100x100 frame whose colour the background also shows, 100 times less often."""
+    rgb = np.zeros((100, 100, 3), np.float32)
+    rgb[:, :, 1] = 0.5  # green background
+    rgb[0, :20] = [0.9, 0.8, 0.1]  # 20 background pixels share the part's colour
+    rgb[50, 40:60] = [0.9, 0.8, 0.1]
+    probs = np.zeros((100, 100, 2), np.float32)
+    probs[..., 0] = 1
+    probs[50, 40:60] = [0, 1]
+    lik = ColourModel.fit([rgb], [probs], levels=8).likelihood(rgb)
+    # p(colour | part) is ~1; p(colour | background) is 20/9980: the part's colour says "part"
+    assert lik[50, 50, 1] > 100 * lik[50, 50, 0]
+    assert lik[10, 10, 0] > 100 * lik[10, 10, 1]  # and green says background

@@ -29,17 +29,22 @@ class ColourModel:
     levels: int
 
     @classmethod
-    def fit(cls, frames: list[np.ndarray], probs: list[np.ndarray], levels: int = 16, prior: float = 1.0) -> "ColourModel":
+    def fit(cls, frames: list[np.ndarray], probs: list[np.ndarray], levels: int = 16, smoothing: float = 0.1) -> "ColourModel":
         """Fit from reference frames `(h, w, 3)` and their class maps `(h, w, K)`.
 
-        `prior` pseudo-counts per bin keep unseen colours from being impossible.
+        Pseudo-counts keep unseen colours from being impossible: `smoothing` times each class's own
+        mass, spread evenly over the bins. Proportional, not a fixed count per bin: a fixed count
+        (4096 bins at 16 levels) outweighs a small part's few hundred pixels, flattens its colours
+        into the background's and lets the model erase the part wherever the carry is unsure.
         """
         k = probs[0].shape[-1]
-        counts = np.full((levels**3, k), prior, np.float64)
+        bins_n = levels**3
+        counts = np.zeros((bins_n, k), np.float64)
         for rgb, p in zip(frames, probs):
             bins = colour_bins(rgb, levels).ravel()
             for c in range(k):
-                counts[:, c] += np.bincount(bins, weights=p[..., c].ravel(), minlength=levels**3)
+                counts[:, c] += np.bincount(bins, weights=p[..., c].ravel(), minlength=bins_n)
+        counts += smoothing * counts.sum(axis=0, keepdims=True) / bins_n + EPS  # EPS: a class with no pixels
         table = counts / counts.sum(axis=0, keepdims=True)
         return cls(table.astype(np.float32), levels)
 
