@@ -18,7 +18,7 @@ from smite.errors import BadInputError, ManifestError
 
 def test_settings_round_trip(tmp_path):
     settings = Settings().replace(vote_window=9, temporal=False, seed=7,
-                                  propagate=PropagateSettings(lowpass_tau=0.3, flow_preset="fast"),
+                                  propagate=PropagateSettings(colour_sigma=0.3, flow_preset="fast"),
                                   diffusion=DiffusionSettings(window=8, overlap=4))
     path = tmp_path / "settings.json"
     path.write_text(settings.to_json())
@@ -34,7 +34,7 @@ def test_settings_round_trip(tmp_path):
         ({"work_max_side": 1.5}, "integer"),
         ({"backend": "magic"}, "setting .backend. must be one of propagate, diffusion"),
         ({"nonsense": 1}, "unknown setting"),
-        ({"lowpass_tau": 0}, "lowpass_tau"),
+        ({"colour_sigma": 0}, "colour_sigma"),
     ],
 )
 def test_settings_validation(data, needle):
@@ -108,7 +108,7 @@ def test_out_of_range_setting_is_one_line_naming_setting_and_range(name, bad):
 
 @pytest.mark.parametrize("data", [{"refine_eps": float("nan")}, {"occlusion_decay": float("inf")},
                                   {"refine_radius": -3}, {"carry_decay": -1}, {"uncertain_blur": -1},
-                                  {"lowpass_strength": float("nan")}, {"snap_radius": 100000},
+                                  {"track_fail_weight": float("nan")}, {"snap_radius": 100000},
                                   {"appearance_levels": 0}, {"appearance_levels": 100000}, {"vote_window": 4},
                                   {"flow_preset": "slow"}])
 def test_issue_14_settings_are_refused(data):
@@ -173,7 +173,8 @@ def test_backend_sections_are_the_backend_table():
 
 def test_version_1_settings_are_upgraded():
     settings = Settings.from_dict(V1)
-    assert settings.propagate == PropagateSettings(vote_stride=3, lowpass_tau=0.3, work_max_side=320,
+    # lowpass_tau and lowpass_strength are retired (issue 12): dropped on reading
+    assert settings.propagate == PropagateSettings(vote_stride=3, work_max_side=320,
                                                    flow_preset="fast", carry_decay=0.9)
     assert settings.diffusion == DiffusionSettings(window=8, overlap=4, part_model="/p.smite")
     assert (settings.backend, settings.vote_window, settings.refine_radius, settings.context, settings.seed) == \
@@ -183,6 +184,14 @@ def test_version_1_settings_are_upgraded():
     # unversioned JSON (a host's, a hand-written file) is read the same way; diffusion.seed alone is the seed
     assert Settings.from_dict({"carry_decay": 0.9, "diffusion": {"seed": 5}}) == \
         Settings(seed=5, propagate=PropagateSettings(carry_decay=0.9))
+
+
+def test_retired_settings_are_dropped_on_reading():
+    """Files written before issue 12 name the weight-free low-pass; they still load, without it."""
+    v2 = {"version": 2, "propagate": {"lowpass_tau": 0.3, "lowpass_strength": 1.0, "carry_decay": 0.9}}
+    assert Settings.from_dict(v2) == Settings(propagate=PropagateSettings(carry_decay=0.9))
+    with pytest.raises(BadInputError, match="unknown"):
+        Settings.from_dict({"version": 2, "propagate": {"lowpass_taus": 0.3}})
 
 
 @pytest.mark.parametrize("data, needle", [

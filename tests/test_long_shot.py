@@ -89,7 +89,7 @@ def _in_memory(shot: ShotSpec, settings: Settings) -> dict[int, np.ndarray]:
     fused = [_fuse([fwd[t], bwd[t]], (h, w, k)) for t in range(n)]
     result = {}
     for t, frame in enumerate(frames):
-        probs = backend.temporal(fused.__getitem__, flows, n, t) if settings.temporal else fused[t]
+        probs = backend.temporal(fused.__getitem__, work.__getitem__, flows, n, t) if settings.temporal else fused[t]
         result[frame] = np.ascontiguousarray(probs.transpose(2, 0, 1))
     return result
 

@@ -30,6 +30,10 @@ MAX_JSON_BYTES = 16 * 1024 * 1024  # a manifest or settings file holds paths and
 NON_RESULT_SETTINGS = ("context",)
 # Each backend's own settings: a `Settings` field named after the backend (the keys of `backends.BACKENDS`).
 BACKEND_SETTINGS: dict[str, type] = {"propagate": PropagateSettings, "diffusion": DiffusionSettings}
+# Settings a backend no longer has, dropped when read so that older files still load (their mattes are
+# redone anyway: the job's identity hashes the current settings). The weight-free temporal module stopped
+# voting and low-passing (issue 12), so its DCT low-pass settings went.
+RETIRED_SETTINGS: dict[str, tuple[str, ...]] = {"propagate": ("lowpass_tau", "lowpass_strength")}
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,12 @@ def upgrade_settings_dict(data: Mapping[str, Any]) -> dict[str, Any]:
         raise BadInputError(f"settings version {version!r} is not one this SMITE reads (1 or {SETTINGS_VERSION})")
     out: dict[str, Any] = {k: (dict(v) if k in BACKEND_SETTINGS and isinstance(v, Mapping) else v)
                            for k, v in data.items()}
+    for section, names in RETIRED_SETTINGS.items():
+        for name in names:
+            if version != SETTINGS_VERSION:
+                out.pop(name, None)  # version 1: flat
+            if isinstance(out.get(section), dict):
+                out[section].pop(name, None)
     if version == SETTINGS_VERSION:
         return out
     for key in list(out):

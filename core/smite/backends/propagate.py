@@ -14,10 +14,11 @@ the diffusion backend is measured against. Steps, at a working resolution (long 
    (no cumulative blur), lets the reference's colour model decide where the carry is unsure
    (`method.appearance`), and is snapped to its own plate edges (guided filter);
 3. the carries from the nearest references on both sides are fused by confidence;
-4. temporal module (`settings.temporal`): SMITE's voting over a 15-frame window along dense tracks
-   (majority label, detail kept), then the DCT low-pass consistency step (`method.lowpass`): the
-   voted maps' low spatial frequencies are pulled toward the motion-compensated mean of all
-   samples along the tracks, which is smooth in time, so coarse shape stops flickering.
+4. temporal module (`settings.temporal`): over a 15-frame window along dense flow tracks, the
+   mean of the neighbours' soft maps weighted by how far each track is to be trusted (its flow
+   tests and its colour agreement, `method.trackfilter`). It replaced SMITE's majority vote plus
+   DCT low-pass here: what flickered was the edges, where hard track visibility left pixels with
+   only their own frame, and the vote cost J on fast small subjects (issue 12).
 
 Streaming (memory set by the windows, not the shot): one sweep forward in time computes working
 frames, flows and the forward carry; one sweep backward carries the other way and fuses; a last
@@ -34,19 +35,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
-import torch
 
 from ..method.appearance import ColourModel, reweight
-from ..method.lowpass import lowpass_consistency
-from ..method.voting import vote, window_frames
+from ..method.trackfilter import colour_weights, track_mean
+from ..method.voting import window_frames
 from ..refine import refine_to_plate
 from ..scratch import Scratch
-from ..track.flow import StepFlows, chain
+from ..track.flow import StepFlows, weighted_chain
 from ..track.stream import ClipStream, Ring, content_key
 from .base import BackendBase, VideoState
 
@@ -62,17 +61,6 @@ def _warp(maps: np.ndarray, flow: np.ndarray) -> np.ndarray:
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     out = cv2.remap(maps, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(h, w, -1)
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run small tensor ops single-threaded: on a busy 2-core CPU torch's thread pool costs ~5x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _normalise(probs: np.ndarray) -> np.ndarray:
@@ -224,13 +212,15 @@ class PropagateBackend(BackendBase):
                 np.copyto(best, error, where=take)
         return out
 
-    def temporal(self, fused_at, flows: StepFlows, n: int, t: int) -> np.ndarray:
-        """SMITE's temporal module for frame t: vote along dense tracks, then low-pass consistency.
+    def temporal(self, fused_at, work_at, flows: StepFlows, n: int, t: int) -> np.ndarray:
+        """The temporal module for frame t: a reliability-weighted mean of the soft maps along tracks.
 
-        fused_at(i) -> frame i's fused maps (h, w, K); flows: the clip's steps; n frames.
-        Votes are taken on every `vote_stride`-th working pixel and applied as a correction
-        (voted - fused) upsampled to the working grid, so the frame keeps its own fine detail while
-        its labels follow the majority along the tracks; that makes voting 4x cheaper at stride 2.
+        fused_at(i) -> frame i's fused maps (h, w, K); work_at(i) -> its working frame (h, w, 3);
+        flows: the clip's steps; n frames. Every `vote_stride`-th working pixel is followed through
+        the `vote_window` frames (`weighted_chain`), each neighbour's map read where its track lands
+        and weighted by the track's flow and colour reliability (`method.trackfilter`); the mean is
+        applied as a correction (mean - fused) upsampled to the working grid, so the frame keeps its
+        own fine detail (4x cheaper at stride 2).
         """
         s = self.settings.propagate
         current = fused_at(t)
@@ -240,29 +230,21 @@ class PropagateBackend(BackendBase):
         ys, xs = np.mgrid[0:h:step, 0:w:step].astype(np.float32)
         gh, gw = ys.shape
         grid = np.stack([xs.ravel(), ys.ravel()], axis=-1)
-        pts, vis = chain(flows, grid, t, window.start, window.stop - 1)
-        # Sampling with cv2.remap: the same bilinear read as voting.sample_along_tracks, several
-        # times faster on CPU; the voting rule itself is the shared one.
+        pts, weights = weighted_chain(flows, grid, t, window.start, window.stop - 1, s.track_fail_weight)
+        own_rgb = work_at(t)[::step, ::step].reshape(gh * gw, -1)
         samples = np.empty((len(window), k, gh * gw), np.float32)
         for i, frame in enumerate(window):
             px = pts[i].reshape(gh, gw, 2)
             samples[i] = cv2.remap(fused_at(frame), px[..., 0], px[..., 1], cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REPLICATE).reshape(gh * gw, k).T
-        with _torch_threads(1):
-            voted = vote(torch.from_numpy(samples), torch.from_numpy(vis)).numpy().T.reshape(gh, gw, k)
-        # The motion-compensated mean of every visible sample: smooth in time, the low-pass target.
-        weight = vis.astype(np.float32)[:, None, :]
-        mean = ((samples * weight).sum(0) / np.maximum(weight.sum(0), 1.0)).T.reshape(gh, gw, k)
-        if step > 1:  # apply the coarse results as corrections to the frame's own full-resolution maps
-            coarse = current[::step, ::step]
-            voted, mean = (current + cv2.resize(x - coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, k)
-                           for x in (voted, mean))
-        if s.lowpass_strength > 0:
-            with _torch_threads(1):
-                v = torch.from_numpy(np.ascontiguousarray(voted.transpose(2, 0, 1)))[:, None]
-                m = torch.from_numpy(np.ascontiguousarray(mean.transpose(2, 0, 1)))[:, None]
-                voted = lowpass_consistency(v, m, s.lowpass_tau, s.lowpass_strength)[:, 0].numpy().transpose(1, 2, 0)
-        return _normalise(voted)
+            if frame != t:
+                rgb = cv2.remap(work_at(frame), px[..., 0], px[..., 1], cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE).reshape(gh * gw, -1)
+                weights[i] *= colour_weights(rgb, own_rgb, s.colour_sigma)
+        mean = track_mean(samples, weights).T.reshape(gh, gw, k)
+        coarse = current[::step, ::step]
+        mean = current + cv2.resize(mean - coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, k)
+        return _normalise(mean)
 
 
 class _Sweeps:
@@ -399,7 +381,7 @@ class _Sweeps:
         return self._fused.get(i, load)
 
     def temporal(self, t: int) -> np.ndarray:
-        return self.backend.temporal(self.fused, self.clip, self.clip.num_frames, t)
+        return self.backend.temporal(self.fused, self.clip.work, self.clip, self.clip.num_frames, t)
 
 
 def _patch_error(ref_rgb: np.ndarray, rgb: np.ndarray, xy: np.ndarray, radius: int) -> np.ndarray:

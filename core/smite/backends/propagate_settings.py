@@ -1,4 +1,4 @@
-"""Settings of the weight-free backend (`backends.propagate`): flow, carries, colour model, snapping, voting.
+"""Settings of the weight-free backend (`backends.propagate`): flow, carries, colour model, snapping, temporal filter.
 
 Beside its backend and nested under ``propagate`` in `config.Settings`, so they decide only this
 backend's mattes (a diffusion job's identity never holds them). Standard library only: reading
@@ -42,11 +42,11 @@ class PropagateSettings:
     # guided-filter regulariser for snapping (smaller = follows edges harder)
     snap_eps: float = ranged(5e-4, 0, 1, lo_open=True)
     # the temporal module's weight-free half (its window, `vote_window`, is shared with the diffusion backend)
-    vote_stride: int = ranged(2, 1, 64)  # vote on every n-th working pixel, applied as an upsampled correction (speed)
-    # SMITE: keep spatial DCT frequencies u,v < tau*size (tau=0.4 at step 1)
-    lowpass_tau: float = ranged(0.4, 0, 1, lo_open=True)
-    # how far the voted maps' low frequencies move to the motion-compensated mean
-    lowpass_strength: float = ranged(0.5, 0, 1)
+    vote_stride: int = ranged(2, 1, 64)  # filter every n-th working pixel, applied as an upsampled correction (speed)
+    # weight factor of a track's sample per flow step that fails the forward-backward/motion-boundary test
+    track_fail_weight: float = ranged(0.25, 0, 1)
+    # colour distance (working RGB 0..1) at which a track's sample weighs exp(-1/2): a track that slid off its surface
+    colour_sigma: float = ranged(0.1, 0, 10, lo_open=True)
 
     def __post_init__(self) -> None:
         check_ranges(self, "propagate setting")

@@ -7,8 +7,8 @@ DCT-II along the last three dims `(T, H, W)`; "low" is a box: spatial indices `u
 `v < tau*W` and temporal index `< temporal_tau*T` (default 1.0 keeps every temporal frequency).
 
 Two callers, two explicit rules (`rounding`, `mean_over`):
-- the weight-free backend (`lowpass_consistency` via `backends/propagate.py`) keeps
-  `ceil(tau*n)` frequencies per axis; its output depends on that and must not change;
+- `lowpass` / `lowpass_consistency` keep `ceil(tau*n)` frequencies per axis (the weight-free
+  backend's rule until issue 12 replaced its low-pass step; `tests/test_lowpass.py` holds it);
 - the diffusion backend's E_reg (`method.energies.smite_reg_energy`) follows the authors' `dct_loss`
   (src/frequency_filter.py:77-83, 104): `floor(tau*n)` frequencies (`int(n * percentage)`) and an
   L1 mean over *all* coefficients, the masked zeros included.

@@ -329,6 +329,36 @@ def chain(flows: StepFlows, pos: np.ndarray, frame: int, lo: int, hi: int) -> tu
     return pts, vis
 
 
+
+def weighted_chain(flows: StepFlows, pos: np.ndarray, frame: int, lo: int, hi: int,
+                   fail_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """Follow points pos (M, 2) working px at `frame` to every frame in [lo, hi], never dropping them.
+
+    Unlike `chain`, a point keeps moving along the flow where a step fails the forward-backward (or
+    motion-boundary) test; its weight is multiplied by `fail_weight` at each such step instead, and
+    falls to 0 for good once it leaves the frame. Object edges are where the tests fail most, and
+    where a hard cut leaves a pixel with no track at all. Returns (points (hi-lo+1, M, 2), weights
+    (hi-lo+1, M) float32 in [0, 1], 1 at `frame` and along steps that all passed).
+    """
+    if not (0 <= lo <= frame <= hi < flows.num_frames):
+        raise ValueError(f"frames [{lo}, {hi}] around {frame} outside clip of {flows.num_frames} frames")
+    m = pos.shape[0]
+    pts = np.empty((hi - lo + 1, m, 2), np.float32)
+    weights = np.zeros((hi - lo + 1, m), np.float32)
+    pos = np.asarray(pos, np.float32)
+    pts[frame - lo], weights[frame - lo] = pos, 1.0
+    for direction, stop in ((1, hi), (-1, lo)):
+        cur, weight = pos.copy(), np.ones(m, np.float32)
+        for t in range(frame, stop, direction):
+            packed = flows.packed(t, direction)
+            s = _sample(packed, cur)
+            cur = cur + s[:, :2]
+            weight = weight * np.where(s[:, 2] >= 0.5, np.float32(1.0), np.float32(fail_weight))
+            weight *= _inside(cur, packed.shape[:2])
+            pts[t + direction - lo], weights[t + direction - lo] = cur, weight
+    return pts, weights
+
+
 def dense_tracks(
     flows: DenseFlows, frame: int, frames: Sequence[int], stride: int = 1
 ) -> tuple[Tensor, Tensor]:
