@@ -65,7 +65,9 @@ class ClipStream:
 
     pair(i) is the packed flow between frames i and i+1 (`PairFlows.packed`): [0] the step
     i -> i+1, [1] the step i+1 -> i. `packed(t, direction)` reads like `DenseFlows.packed`, so
-    `flow.chain` tracks points through a window of the stream.
+    `flow.chain` tracks points through a window of the stream. `ring` frames of both are held: a
+    window that reads every frame it spans (the temporal module reads their flows and colours)
+    would otherwise load each frame from the scratch cache once per frame it is a neighbour of.
     """
 
     def __init__(self, source: FrameSource, max_side: int, preset: str, scratch: Scratch, ring: int,
@@ -78,7 +80,7 @@ class ClipStream:
         self.preset = preset
         self._report = report
         self._flows: PairFlows | None = None
-        self._work: Ring[np.ndarray] = Ring(3)
+        self._work: Ring[np.ndarray] = Ring(ring)
         self._grey: Ring[np.ndarray] = Ring(3)
         self._pairs: Ring[np.ndarray] = Ring(ring)
 
