@@ -59,9 +59,6 @@ class Split:
             setattr(owner, name, self._timed(original, step))
 
     def _timed(self, fn: Callable, step: str) -> Callable:
-        if isinstance(fn, classmethod):
-            fn = fn.__func__
-
         @functools.wraps(fn)
         def timed(*args, **kwargs):
             start = time.perf_counter()

@@ -329,7 +329,6 @@ def chain(flows: StepFlows, pos: np.ndarray, frame: int, lo: int, hi: int) -> tu
     return pts, vis
 
 
-
 def weighted_chain(flows: StepFlows, pos: np.ndarray, frame: int, lo: int, hi: int,
                    fail_weight: float) -> tuple[np.ndarray, np.ndarray]:
     """Follow points pos (M, 2) working px at `frame` to every frame in [lo, hi], never dropping them.
