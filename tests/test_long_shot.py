@@ -86,7 +86,7 @@ def _in_memory(shot: ShotSpec, settings: Settings) -> dict[int, np.ndarray]:
 
     fwd, bwd = carry(list(range(n)), 1), carry(list(range(n - 1, -1, -1)), -1)
     k = next(iter(refs.values())).shape[-1]
-    fused = [_fuse([fwd[t], bwd[t]], (h, w, k)) for t in range(n)]
+    fused = [_fuse([fwd[t], bwd[t]], (h, w, k), settings.propagate.fuse_power) for t in range(n)]
     result = {}
     for t, frame in enumerate(frames):
         probs = backend.temporal(fused.__getitem__, work.__getitem__, flows, n, t) if settings.temporal else fused[t]

@@ -13,7 +13,7 @@ the diffusion backend is measured against. Steps, at a working resolution (long 
    accumulate drift and finds them again); each frame reads the reference's sharp maps through it
    (no cumulative blur), lets the reference's colour model decide where the carry is unsure
    (`method.appearance`), and is snapped to its own plate edges (guided filter);
-3. the carries from the nearest references on both sides are fused by confidence;
+3. the carries from the nearest references on both sides are fused by confidence (`fuse_power`);
 4. temporal module (`settings.temporal`): over a 15-frame window along dense flow tracks, the
    mean of the neighbours' soft maps weighted by how far each track is to be trusted (its flow
    tests and its colour agreement, `method.trackfilter`). It replaced SMITE's majority vote plus
@@ -101,14 +101,15 @@ def _digest(array: np.ndarray) -> str:
                                                                  digest_size=12).hexdigest())
 
 
-def _fuse(carried: Iterable[tuple[np.ndarray, np.ndarray] | None], shape: tuple[int, ...]) -> np.ndarray:
-    """Confidence-weighted mean `(h, w, K)` of the (maps (h, w, K), conf (h, w)) carries present."""
+def _fuse(carried: Iterable[tuple[np.ndarray, np.ndarray] | None], shape: tuple[int, ...],
+          power: float = 1.0) -> np.ndarray:
+    """Mean `(h, w, K)` of the (maps (h, w, K), conf (h, w)) carries present, weighted by conf**power."""
     fused = np.zeros(shape, np.float32)
     total = np.zeros((*shape[:2], 1), np.float32)
     for item in carried:
         if item is not None:
             maps, conf = item
-            weight = conf[..., None] + EPS
+            weight = np.power(conf, np.float32(power))[..., None] + EPS
             fused += weight * maps
             total += weight
     fused /= total
@@ -300,7 +301,8 @@ class _Sweeps:
             if both is None:  # removed meanwhile (a finished job's cleanup): carry it again
                 both = self._forward_maps(i)
             forward = (both[..., :k], both[..., k])
-        scratch.save("fused", self.fused_key(i), _fuse([forward, backward], (h, w, k)))
+        power = self.backend.settings.propagate.fuse_power
+        scratch.save("fused", self.fused_key(i), _fuse([forward, backward], (h, w, k), power))
 
     def _forward_maps(self, i: int) -> np.ndarray:
         (_, (maps, conf)), = self._carry(1, [i])

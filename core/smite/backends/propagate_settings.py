@@ -23,9 +23,14 @@ class PropagateSettings:
     # working resolution (long side) for flow and propagation: speed vs detail
     work_max_side: int = ranged(480, 32, 4096)
     flow_preset: str = ranged("medium", choices=FLOW_PRESETS)  # OpenCV DIS preset: ultrafast | fast | medium
-    # per-frame confidence decay of a carried reference (trust near keyframes)
-    carry_decay: float = ranged(0.97, 0, 1, lo_open=True)
+    # per-frame confidence decay of a carried reference: a gentle tie-break towards the nearer keyframe.
+    # Re-matching refreshes a carry wherever it drifts, so distance no longer says much about drift:
+    # 0.97 let a 30-frame-old carry hand over to the colour model and lost J everywhere (issue 12)
+    carry_decay: float = ranged(0.995, 0, 1, lo_open=True)
     occlusion_decay: float = ranged(0.6, 0, 1)  # confidence factor where forward-backward flow disagrees
+    # fusion weighs each side's carry by confidence**fuse_power: the surer side decides instead of an average
+    # of two carries of which one has lost the part (1 = plain confidence-weighted mean)
+    fuse_power: float = ranged(4.0, 1, 16)
     # weight of the references' colour model where the flow carry is unsure
     appearance_weight: float = ranged(1.0, 0, 10)
     # colour histogram bins per channel (16**3 joint RGB bins; 64**3 at most)
