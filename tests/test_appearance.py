@@ -41,3 +41,34 @@ def test_a_small_part_keeps_its_colours_against_a_large_background():
     # p(colour | part) is ~1; p(colour | background) is 20/9980: the part's colour says "part"
     assert lik[50, 50, 1] > 100 * lik[50, 50, 0]
     assert lik[10, 10, 0] > 100 * lik[10, 10, 1]  # and green says background
+
+
+def _two_class_frame(part_colour, background_colour, rng=None):
+    """A 40x40 frame with a 10x10 part in its middle; colours (3,) or None for random noise."""
+    rng = rng or np.random.default_rng(0)
+    rgb = rng.random((40, 40, 3), dtype=np.float32) if background_colour is None else \
+        np.broadcast_to(np.float32(background_colour), (40, 40, 3)).copy()
+    if part_colour is None:
+        rgb[15:25, 15:25] = rng.random((10, 10, 3), dtype=np.float32)
+    else:
+        rgb[15:25, 15:25] = part_colour
+    probs = np.zeros((40, 40, 2), np.float32)
+    probs[..., 0] = 1
+    probs[15:25, 15:25] = [0, 1]
+    return rgb, probs
+
+
+def test_separability_is_one_for_distinct_colours_and_near_zero_for_shared_ones():
+    rgb, probs = _two_class_frame([0.9, 0.1, 0.1], [0.1, 0.1, 0.9])
+    assert ColourModel.fit([rgb], [probs], levels=8).separability > 0.95
+    # part and surroundings drawn from the same noise: a colour says nothing about the class. At
+    # 4**3 bins a bin holds ~1.6 part pixels, so the fit still remembers some of them: 0.2 at most.
+    rgb, probs = _two_class_frame(None, None)
+    assert ColourModel.fit([rgb], [probs], levels=4).separability < 0.2
+
+
+def test_separability_without_any_part_is_zero():
+    rgb = np.zeros((8, 8, 3), np.float32)
+    probs = np.zeros((8, 8, 2), np.float32)
+    probs[..., 0] = 1
+    assert ColourModel.fit([rgb], [probs], levels=4).separability == 0.0

@@ -106,6 +106,7 @@ CHANGES = {
     "occlusion_decay": 0.01,
     "appearance_weight": 0.0,
     "appearance_levels": 4,
+    "separability_power": 64.0,
     "rematch_radius": 0,
     "rematch_confidence": 1.0,
     "rematch_spread": 0,

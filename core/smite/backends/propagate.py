@@ -11,8 +11,9 @@ the diffusion backend is measured against. Steps, at a working resolution (long 
    coordinates and a direct DIS match to the keyframe reads colours closer to its own (re-matching:
    the chained flow drifts and loses fast or occluded parts for good, a direct match does not
    accumulate drift and finds them again); each frame reads the reference's sharp maps through it
-   (no cumulative blur), lets the reference's colour model decide where the carry is unsure
-   (`method.appearance`), and is snapped to its own plate edges (guided filter);
+   (no cumulative blur), lets the reference's colour model decide where the carry is unsure, as far
+   as the keyframe's colours tell its parts apart (`method.appearance`), and is snapped to its own
+   plate edges (guided filter);
 3. the carries from the nearest references on both sides are fused by confidence (`fuse_power`);
 4. temporal module (`settings.temporal`): over a 15-frame window along dense flow tracks, the
    mean of the neighbours' soft maps weighted by how far each track is to be trusted (its flow
@@ -160,6 +161,11 @@ class PropagateBackend(BackendBase):
 
         The prior is the carried map where confidence is high and a spatially blurred version of it
         where confidence is low (a lost pixel is likely one of its neighbours' labels, not any label).
+        The colour posterior then replaces the carried map only as far as colours are to be trusted:
+        the carry keeps weight conf * (1 - s)**`separability_power`, s the model's separability on its
+        keyframes (`method.appearance`). A car on asphalt (s 0.45) keeps its carried shape where that
+        is sure instead of trading it for the asphalt's look-alike colours; a dog on grass (s 0.70) is
+        left to its colours almost as before.
         """
         s = self.settings.propagate
         if s.appearance_weight <= 0:
@@ -169,7 +175,9 @@ class PropagateBackend(BackendBase):
         blurred = cv2.blur(maps, (size, size)).reshape(maps.shape)
         c = conf[..., None]
         prior = c * maps + (1.0 - c) * blurred
-        return reweight(prior, model.likelihood(rgb), s.appearance_weight)
+        posterior = reweight(prior, model.likelihood(rgb), s.appearance_weight)
+        keep = c * np.float32((1.0 - model.separability) ** s.separability_power)
+        return keep * maps + (1.0 - keep) * posterior
 
     def step(self, coords: np.ndarray, packed: np.ndarray) -> np.ndarray:
         """Carried coordinates `(h, w, 3)` one frame on, along packed flow `(h, w, [fx, fy, ok])`."""

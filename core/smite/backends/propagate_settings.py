@@ -35,6 +35,9 @@ class PropagateSettings:
     appearance_weight: float = ranged(1.0, 0, 10)
     # colour histogram bins per channel (16**3 joint RGB bins; 64**3 at most)
     appearance_levels: int = ranged(16, 2, 64)
+    # where the carry is sure it keeps weight conf * (1 - s)**power against the colour model, s how well
+    # colours separate the keyframe's parts from their surroundings (0..1); large = colours always decide
+    separability_power: float = ranged(2.0, 0, 64)
     # re-matching: each carried pixel keeps the better (colour over a (2r+1)^2 patch) of its chained
     # coordinates and a direct DIS match to its keyframe; 0 turns it off
     rematch_radius: int = ranged(3, 0, 16)
