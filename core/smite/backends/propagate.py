@@ -103,7 +103,7 @@ def _digest(array: np.ndarray) -> str:
 
 
 def _fuse(carried: Iterable[tuple[np.ndarray, np.ndarray] | None], shape: tuple[int, ...],
-          power: float = 1.0) -> np.ndarray:
+          power: float) -> np.ndarray:
     """Mean `(h, w, K)` of the (maps (h, w, K), conf (h, w)) carries present, weighted by conf**power."""
     fused = np.zeros(shape, np.float32)
     total = np.zeros((*shape[:2], 1), np.float32)

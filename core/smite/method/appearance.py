@@ -57,7 +57,7 @@ class ColourModel:
         counts += smoothing * counts.sum(axis=0, keepdims=True) / bins_n + EPS  # EPS: a class with no pixels
         table = counts / counts.sum(axis=0, keepdims=True)
         model = cls(table.astype(np.float32), levels)
-        model.separability = separability(model, frames, probs)
+        model.separability = keyframe_separability(model, frames, probs)
         return model
 
     def likelihood(self, rgb: np.ndarray) -> np.ndarray:
@@ -65,7 +65,7 @@ class ColourModel:
         return self.table[colour_bins(rgb, self.levels)]
 
 
-def separability(model: ColourModel, frames: list[np.ndarray], probs: list[np.ndarray]) -> float:
+def keyframe_separability(model: ColourModel, frames: list[np.ndarray], probs: list[np.ndarray]) -> float:
     """How well `model`'s colours alone label its keyframes near the parts, in [0, 1] (0: chance).
 
     In a band `SEPARABILITY_BAND` around the parts (every class but background, 0), each pixel's
