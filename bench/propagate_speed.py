@@ -36,7 +36,7 @@ DEFAULT_CLIP = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "da
 # (owner, attribute, step): what each step of the split is timed around
 STEPS = (
     (PairFlows, "packed", "flow between consecutive frames"),
-    (PairFlows, "one_way", "flow straight to the keyframe (re-matching)"),
+    (PairFlows, "checked", "flow to the keyframe and back (re-matching)"),
     (PropagateBackend, "step", "carry one frame on"),
     (PropagateBackend, "rematch", "re-matching: choose coordinates"),
     (ColourModel, "fit", "learn the keyframes' colour models"),

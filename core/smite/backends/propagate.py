@@ -8,9 +8,9 @@ the diffusion backend is measured against. Steps, at a working resolution (long 
 2. from each reference, a map of coordinates into that reference is carried forward and backward
    frame by frame (backward warping), with a confidence that decays with distance and where the
    flow fails its forward-backward test; at every step each pixel keeps whichever of its carried
-   coordinates and a direct DIS match to the keyframe reads colours closer to its own (re-matching:
-   the chained flow drifts and loses fast or occluded parts for good, a direct match does not
-   accumulate drift and finds them again); each frame reads the reference's sharp maps through it
+   coordinates and a direct DIS match to the keyframe (one that passes its forward-backward test)
+   reads colours closer to its own (re-matching: the chained flow drifts and loses fast or occluded
+   parts for good, a direct match does not accumulate drift and finds them again); each frame reads the reference's sharp maps through it
    (no cumulative blur), lets the reference's colour model decide where the carry is unsure, as far
    as the keyframe's colours tell its parts apart (`method.appearance`), and is snapped to its own
    plate edges (guided filter);
@@ -190,10 +190,15 @@ class PropagateBackend(BackendBase):
     def rematch(self, coords: np.ndarray, rgb: np.ndarray, ref_rgb: np.ndarray, direct: np.ndarray) -> np.ndarray:
         """Carried coordinates `(h, w, 3)` after re-matching against the keyframe (module doc, step 2).
 
-        rgb: this frame, ref_rgb: the keyframe, both `(h, w, 3)`; direct: `(h, w, 2)` flow from this
-        frame straight to the keyframe. A pixel takes its direct match where that reads the keyframe's
+        rgb: this frame, ref_rgb: the keyframe, both `(h, w, 3)`; direct: `(h, w, [fx, fy, ok])` flow
+        from this frame straight to the keyframe, ok where it passes the forward-backward test
+        (`ClipStream.match`). A pixel takes its direct match where that passes and reads the keyframe's
         colours closer to its own over a patch, and its confidence is raised to `rematch_confidence`:
-        the match is fresh, but no forward-backward test vouches for it. Then each pixel tries the
+        the match is fresh, but a test over one step vouches for it less than one over many. A match
+        that fails the test is not a candidate: the ground a subject walked off since the keyframe has
+        no match there and DIS gives it the subject that covered it, whose colours can be close enough
+        (a cream dog on dry grass) to win the patch test and leave a trail of part behind the subject.
+        Then each pixel tries the
         coordinates of its neighbours `rematch_spread` px away, moved by the same offset, and keeps
         the best (PatchMatch's propagation step): DIS smooths flow across a moving part's edge, so an
         edge pixel often reads background while its neighbour inside the part moves right.
@@ -205,6 +210,7 @@ class PropagateBackend(BackendBase):
         matched = np.stack([xs + direct[..., 0], ys + direct[..., 1]], axis=-1)
         r = s.rematch_radius
         better = _patch_error(ref_rgb, rgb, matched, r) < _patch_error(ref_rgb, rgb, coords[..., :2], r)
+        better &= direct[..., 2] >= 0.5
         out = coords.copy()
         np.copyto(out[..., :2], matched, where=better[..., None])
         np.copyto(out[..., 2], np.maximum(coords[..., 2], s.rematch_confidence), where=better)

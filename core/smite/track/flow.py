@@ -240,7 +240,8 @@ class PairFlows:
     """Flow both ways for one consecutive pair at a time, for callers that stream a clip.
 
     `packed(a, b)` -> (2, h, w, 3) float32: [0] the step a -> b and [1] the step b -> a, each
-    [flow_x, flow_y, ok] exactly as `DenseFlows.packed` gives them for a whole clip.
+    [flow_x, flow_y, ok] exactly as `DenseFlows.packed` gives them for a whole clip; `checked(a, b)`
+    -> [0] alone, for a direct match between frames far apart.
     """
 
     def __init__(self, preset: str = "medium", boundary_test: bool = True) -> None:
@@ -248,15 +249,22 @@ class PairFlows:
         self.boundary_test = boundary_test
 
     def packed(self, grey_a: np.ndarray, grey_b: np.ndarray) -> np.ndarray:
+        return self._both_ways(grey_a, grey_b)
+
+    def checked(self, grey_a: np.ndarray, grey_b: np.ndarray) -> np.ndarray:
+        """(h, w, 3) [flow_x, flow_y, ok] from grey_a to grey_b alone, tested against the flow back.
+
+        For a direct match between far frames: what one frame shows and the other hides (the ground
+        a subject has walked off) still gets a DIS match, to whatever covered it, and only the flow
+        back tells (issue 12). The same tests as a consecutive step's (`flow_checks`).
+        """
+        return self._both_ways(grey_a, grey_b)[0]
+
+    def _both_ways(self, grey_a: np.ndarray, grey_b: np.ndarray) -> np.ndarray:
         with _cv_threads(CV_THREADS):
             forward, backward = self._dis.pool.map(self._dis.flow, [(grey_a, grey_b), (grey_b, grey_a)])
             fwd_ok, bwd_ok = flow_checks(forward, backward, self.boundary_test)
         return np.stack([pack(forward, fwd_ok), pack(backward, bwd_ok)])
-
-    def one_way(self, grey_a: np.ndarray, grey_b: np.ndarray) -> np.ndarray:
-        """(h, w, 2) float32 DIS flow from grey_a to grey_b alone, unchecked: a direct match between far frames."""
-        with _cv_threads(CV_THREADS):
-            return self._dis.flow((grey_a, grey_b))
 
     def close(self) -> None:
         self._dis.close()

@@ -122,8 +122,9 @@ class ClipStream:
         return self._grey.get(i, lambda: grey_frame(self.work(i), self.size))
 
     def match(self, i: int, target: np.ndarray) -> np.ndarray:
-        """(h, w, 2) flow from frame i straight to the grey frame `target` (`grey`), not via the frames between."""
-        return self._pair_flows().one_way(self.grey(i), target)
+        """(h, w, 3) [flow_x, flow_y, ok] from frame i straight to the grey frame `target` (`grey`), not via
+        the frames between; ok: it passes the forward-backward test against the flow back (`PairFlows.checked`)."""
+        return self._pair_flows().checked(self.grey(i), target)
 
     def _pair_flows(self) -> PairFlows:
         if self._flows is None:
