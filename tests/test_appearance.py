@@ -72,3 +72,19 @@ def test_separability_without_any_part_is_zero():
     probs = np.zeros((8, 8, 2), np.float32)
     probs[..., 0] = 1
     assert ColourModel.fit([rgb], [probs], levels=4).separability == 0.0
+
+
+def test_separability_is_judged_at_sixteen_levels_whatever_the_model_s_bins():
+    """Separability is measured on the keyframes the model was fitted on, where finer bins remember more
+    of them: on shared noise a 32-level model agrees with its own keyframe better than a 16-level one
+    though colours say nothing. `fit` therefore judges with a 16-level model (SEPARABILITY_LEVELS)."""
+    from smite.method.appearance import keyframe_separability
+
+    rgb, probs = _two_class_frame(None, None, np.random.default_rng(1))
+    rgb = 0.4 + 0.2 * rgb  # noise over a narrow range: about 30 bins at 16 levels, 260 at 32
+    fine, coarse = ColourModel.fit([rgb], [probs], levels=32), ColourModel.fit([rgb], [probs], levels=16)
+    assert keyframe_separability(fine, [rgb], [probs]) > keyframe_separability(coarse, [rgb], [probs]) + 0.1
+    assert fine.separability == coarse.separability
+    assert fine.table.shape == (32**3, 2) and fine.levels == 32
+    assert ColourModel.fit([rgb], [probs], levels=8).separability == keyframe_separability(
+        ColourModel.fit([rgb], [probs], levels=8), [rgb], [probs])  # coarser models judge themselves

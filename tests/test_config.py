@@ -174,8 +174,9 @@ def test_backend_sections_are_the_backend_table():
 def test_version_1_settings_are_upgraded():
     settings = Settings.from_dict(V1)
     # lowpass_tau and lowpass_strength are retired (issue 12): dropped on reading
+    # a value the file names is kept even where it was the default then (appearance_levels, 32 since issue 12)
     assert settings.propagate == PropagateSettings(vote_stride=3, work_max_side=320,
-                                                   flow_preset="fast", carry_decay=0.9)
+                                                   flow_preset="fast", carry_decay=0.9, appearance_levels=16)
     assert settings.diffusion == DiffusionSettings(window=8, overlap=4, part_model="/p.smite")
     assert (settings.backend, settings.vote_window, settings.refine_radius, settings.context, settings.seed) == \
         ("diffusion", 9, 6, 4, 3)
