@@ -11,9 +11,9 @@ the diffusion backend is measured against. Steps, at a working resolution (long 
    coordinates and a direct DIS match to the keyframe (one that passes its forward-backward test)
    reads colours closer to its own (re-matching: the chained flow drifts and loses fast or occluded
    parts for good, a direct match does not accumulate drift and finds them again); each frame reads
-   the reference's sharp maps through it (no cumulative blur), lets the reference's colour model decide where the carry is unsure, as far
-   as the keyframe's colours tell its parts apart (`method.appearance`), and is snapped to its own
-   plate edges (guided filter);
+   the reference's sharp maps through it (no cumulative blur), lets the reference's colour model
+   decide where the carry is unsure, as far as the keyframe's colours tell its parts apart
+   (`method.appearance`), and is snapped to its own plate edges (guided filter);
 3. the carries from the nearest references on both sides are fused by confidence (`fuse_power`);
 4. temporal module (`settings.temporal`): over a 15-frame window along dense flow tracks, the
    mean of the neighbours' soft maps weighted by how far each track is to be trusted (its flow
@@ -198,8 +198,8 @@ class PropagateBackend(BackendBase):
         not a candidate: the ground a subject walked off since the keyframe has no match there and DIS
         gives it the subject that covered it, whose colours can be close enough (a cream dog on dry
         grass) to win the patch test and leave a trail of part behind the subject. Then each pixel
-        tries the coordinates of its neighbours `rematch_spread` px away, moved by the same offset, and keeps
-        the best (PatchMatch's propagation step): DIS smooths flow across a moving part's edge, so an
+        tries the coordinates of its neighbours `rematch_spread` px away, moved by the same offset, and
+        keeps the best (PatchMatch's propagation step): DIS smooths flow across a moving part's edge, so an
         edge pixel often reads background while its neighbour inside the part moves right.
         """
         s = self.settings.propagate

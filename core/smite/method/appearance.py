@@ -53,7 +53,7 @@ class ColourModel:
         into the background's and lets the model erase the part wherever the carry is unsure.
         """
         model = cls(_likelihood_table(frames, probs, levels, smoothing), levels)
-        coarse = levels if levels <= SEPARABILITY_LEVELS else SEPARABILITY_LEVELS
+        coarse = min(levels, SEPARABILITY_LEVELS)
         judge = model if coarse == levels else cls(_likelihood_table(frames, probs, coarse, smoothing), coarse)
         model.separability = keyframe_separability(judge, frames, probs)
         return model

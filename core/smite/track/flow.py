@@ -260,6 +260,8 @@ class PairFlows:
         """
         return self._both_ways(grey_a, grey_b)[0]
 
+    # `packed` and `checked` both call this rather than each other, so that bench/propagate_speed.py
+    # times consecutive steps and direct matches apart without counting one inside the other.
     def _both_ways(self, grey_a: np.ndarray, grey_b: np.ndarray) -> np.ndarray:
         with _cv_threads(CV_THREADS):
             forward, backward = self._dis.pool.map(self._dis.flow, [(grey_a, grey_b), (grey_b, grey_a)])
