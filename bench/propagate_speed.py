@@ -41,6 +41,7 @@ STEPS = (
     (PropagateBackend, "rematch", "re-matching: choose coordinates"),
     (ColourModel, "fit", "learn the keyframes' colour models"),
     (PropagateBackend, "with_appearance", "colour model where unsure"),
+    (PropagateBackend, "with_motion", "background-motion cue where unsure"),
     (PropagateBackend, "snap", "snap to plate edges"),
     (PropagateBackend, "temporal", "temporal module"),
     (engine, "refine_to_plate", "plate-resolution refine (writer thread)"),

@@ -82,7 +82,8 @@ def _in_memory(shot: ShotSpec, settings: Settings) -> dict[int, np.ndarray]:
             conf = coords[..., 2].copy()
             if t != ref:
                 model = ColourModel.fit([work[ref]], [refs[ref]], levels=settings.propagate.appearance_levels)
-                maps = backend.snap(backend.with_appearance(maps, conf, model, work[t]), work[t])
+                maps = backend.with_appearance(maps, conf, model, work[t])
+                maps = backend.snap(backend.with_motion(maps, conf, flows.packed(t, -step)), work[t])
             out[t] = (maps, conf)
         return out
 

@@ -13,7 +13,9 @@ the diffusion backend is measured against. Steps, at a working resolution (long 
    parts for good, a direct match does not accumulate drift and finds them again); each frame reads
    the reference's sharp maps through it (no cumulative blur), lets the reference's colour model
    decide where the carry is unsure, as far as the keyframe's colours tell its parts apart
-   (`method.appearance`), and is snapped to its own plate edges (guided filter);
+   (`method.appearance`), lets pixels that move like the background drop their parts where the carry
+   is unsure (`method.motion`: the trail a subject leaves on the ground it walks off), and is snapped
+   to its own plate edges (guided filter);
 3. the carries from the nearest references on both sides are fused by confidence (`fuse_power`);
 4. temporal module (`settings.temporal`): over a 15-frame window along dense flow tracks, the
    mean of the neighbours' soft maps weighted by how far each track is to be trusted (its flow
@@ -42,6 +44,7 @@ import cv2
 import numpy as np
 
 from ..method.appearance import ColourModel, reweight
+from ..method.motion import MotionCue, with_motion
 from ..method.trackfilter import colour_weights, track_mean
 from ..method.voting import window_frames
 from ..refine import refine_to_plate
@@ -178,6 +181,21 @@ class PropagateBackend(BackendBase):
         posterior = reweight(prior, model.likelihood(rgb), s.appearance_weight)
         keep = c * np.float32((1.0 - model.separability) ** s.separability_power)
         return keep * maps + (1.0 - keep) * posterior
+
+    def with_motion(self, maps: np.ndarray, conf: np.ndarray, packed: np.ndarray) -> np.ndarray:
+        """Where the carry is unsure, let pixels that move like the background say so (`method.motion`).
+
+        packed: the flow `(h, w, [fx, fy, ok])` of the step the carry took into this frame. What it
+        removes is the trail a moving subject leaves on the ground it walks off, where the colour model
+        is no help when the ground looks like the subject (white bollards behind a white car).
+        """
+        s = self.settings.propagate
+        if s.motion_weight <= 0:
+            return maps
+        cue = MotionCue.fit(packed, maps, conf)
+        if cue is None:
+            return maps
+        return with_motion(maps, conf, cue, s.motion_weight, s.motion_trust_power)
 
     def step(self, coords: np.ndarray, packed: np.ndarray) -> np.ndarray:
         """Carried coordinates `(h, w, 3)` one frame on, along packed flow `(h, w, [fx, fy, ok])`."""
@@ -354,7 +372,7 @@ class _Sweeps:
                     if carry.checkpoint(i) and not clip.scratch.has(kind, carry.key[i]):
                         clip.scratch.save(kind, carry.key[i], coords)
             if i in wanted:
-                yield i, self._maps(coords, carry.ref[i], i)
+                yield i, self._maps(coords, carry.ref[i], i, direction)
 
     def _rematch(self, coords: np.ndarray, ref: int, i: int) -> np.ndarray:
         if self.backend.settings.propagate.rematch_radius <= 0:
@@ -364,14 +382,15 @@ class _Sweeps:
         ref_rgb, ref_grey = self._ref_frames[ref]
         return self.backend.rematch(coords, self.clip.work(i), ref_rgb, self.clip.match(i, ref_grey))
 
-    def _maps(self, coords: np.ndarray, ref: int, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame i's (maps (h, w, K), conf (h, w)) read from keyframe `ref` through carried coordinates."""
+    def _maps(self, coords: np.ndarray, ref: int, i: int, direction: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame i's (maps (h, w, K), conf (h, w)) read from keyframe `ref` through coordinates carried in `direction`."""
         b, (h, w) = self.backend, self.clip.size
         maps = cv2.remap(self.refs[ref], coords[..., 0], coords[..., 1], cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE).reshape(h, w, -1)
         conf = coords[..., 2].copy()
         if i != ref:
             maps = b.with_appearance(maps, conf, self._model(ref), self.clip.work(i))
+            maps = b.with_motion(maps, conf, self.clip.packed(i, -direction))
             maps = b.snap(maps, self.clip.work(i))
         return maps, conf
 
