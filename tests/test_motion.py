@@ -89,3 +89,12 @@ def test_backend_weight_zero_turns_the_cue_off():
     on = PropagateBackend(Settings())
     np.testing.assert_array_equal(off.with_motion(maps, conf, _flow()), maps)
     assert on.with_motion(maps, conf, _flow())[TRAIL][..., 1].max() < 0.5
+
+
+def test_a_background_that_fixes_no_homography_gives_no_cue():
+    """Sure background on one row only (collinear points): RANSAC finds no homography, the frame is left alone."""
+    maps, conf = _carry()
+    conf[:] = 0.5
+    conf[0] = 1.0  # the only sure pixels: the top row (background) ...
+    conf[SUBJECT] = 1.0  # ... and the subject
+    assert MotionCue.fit(_flow(), maps, conf) is None
