@@ -242,6 +242,16 @@ def test_cli_set_places_old_flat_and_new_dotted_names(items, expected):
     assert parse_set_items(items) == {"version": SETTINGS_VERSION, **expected}
 
 
+@pytest.mark.parametrize("key", ["propagate.lowpass_tau", "lowpass_strength"])
+def test_cli_set_refuses_a_retired_setting(key):
+    """A file naming one still loads without it (`test_retired_settings_are_dropped_on_reading`); asked for
+    by hand it is refused in one line, not dropped without a word."""
+    from smite.cli.segment import parse_set_items
+
+    with pytest.raises(BadInputError, match=f"^setting '{key}' is retired and does nothing; remove it from --set$"):
+        parse_set_items([f"{key}=0.3"])
+
+
 def test_cli_settings_file_of_version_1_with_set_on_top(tmp_path):
     import argparse
 

@@ -117,6 +117,14 @@ def setting_path(key: str) -> tuple[str | None, str]:
     return (owners[0], key) if owners else (None, key)
 
 
+def is_retired_setting(key: str) -> bool:
+    """Whether ``key`` (a bare name or ``backend.name``) is one of `RETIRED_SETTINGS`."""
+    section, dot, name = key.partition(".")
+    if not dot:
+        return any(key in names for names in RETIRED_SETTINGS.values())
+    return name in RETIRED_SETTINGS.get(section, ())
+
+
 def upgrade_settings_dict(data: Mapping[str, Any]) -> dict[str, Any]:
     """Settings JSON of any version -> this version's shape (nothing filled in: absent stays absent).
 

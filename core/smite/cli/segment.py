@@ -7,8 +7,8 @@ import json
 import sys
 
 from ..backends import BACKEND_NAMES
-from ..config import BACKEND_SETTINGS, SETTINGS_VERSION, Settings, load_shot, read_json_file, setting_path, \
-    upgrade_settings_dict
+from ..config import BACKEND_SETTINGS, SETTINGS_VERSION, Settings, is_retired_setting, load_shot, read_json_file, \
+    setting_path, upgrade_settings_dict
 from ..engine import segment_shot
 from ..errors import BadInputError
 from ..io.sequence import parse_frame_range
@@ -52,6 +52,8 @@ def parse_set_items(items: list[str]) -> dict:
             parsed = json.loads(value)
         except json.JSONDecodeError:
             parsed = value
+        if is_retired_setting(key):  # a file may still name it and loads without it; asked for here, say so
+            raise BadInputError(f"setting '{key}' is retired and does nothing; remove it from --set")
         section, name = setting_path(key)
         (data if section is None else data.setdefault(section, {}))[name] = parsed
     return data
