@@ -150,7 +150,7 @@ def test_cli_set_nan_is_one_line(make_shot, tmp_path, capsys):
     code = main(["segment", "--shot", str(make_shot()), "--out", str(tmp_path / "m.####.exr"), "--quiet",
                  "--set", "refine_eps=NaN"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert code == 2 and err == ["smite: error: setting 'refine_eps' must be in (0, 1], got nan"]
+    assert code == 2 and err == ["smite: error: propagate setting 'refine_eps' must be in (0, 1], got nan"]
 
 
 # --- issue 10: shared settings, each backend's own nested under its name -------------------------
@@ -175,16 +175,25 @@ def test_version_1_settings_are_upgraded():
     settings = Settings.from_dict(V1)
     # lowpass_tau and lowpass_strength are retired (issue 12): dropped on reading
     # a value the file names is kept even where it was the default then (appearance_levels, 32 since issue 12)
-    assert settings.propagate == PropagateSettings(vote_stride=3, work_max_side=320,
-                                                   flow_preset="fast", carry_decay=0.9, appearance_levels=16)
-    assert settings.diffusion == DiffusionSettings(window=8, overlap=4, part_model="/p.smite")
-    assert (settings.backend, settings.vote_window, settings.refine_radius, settings.context, settings.seed) == \
+    # the shared plate refine of versions 1 and 2 goes to every backend (each has its own since version 3)
+    assert settings.propagate == PropagateSettings(vote_stride=3, work_max_side=320, flow_preset="fast",
+                                                   carry_decay=0.9, appearance_levels=16, refine_radius=6)
+    assert settings.diffusion == DiffusionSettings(window=8, overlap=4, part_model="/p.smite", refine_radius=6)
+    assert (settings.backend, settings.vote_window, settings.own().refine_radius, settings.context, settings.seed) == \
         ("diffusion", 9, 6, 4, 3)
     assert Settings.from_dict(json.loads(settings.to_json())) == settings
-    assert json.loads(settings.to_json())["version"] == SETTINGS_VERSION == 2
+    assert json.loads(settings.to_json())["version"] == SETTINGS_VERSION == 3
     # unversioned JSON (a host's, a hand-written file) is read the same way; diffusion.seed alone is the seed
     assert Settings.from_dict({"carry_decay": 0.9, "diffusion": {"seed": 5}}) == \
         Settings(seed=5, propagate=PropagateSettings(carry_decay=0.9))
+
+
+def test_version_2_shared_refine_goes_to_every_backend():
+    """Version 2 shared the plate refine; version 3 gives each backend its own (the weight-free default 2)."""
+    v2 = {"version": 2, "refine_radius": 6, "diffusion": {"refine_radius": 8}}
+    settings = Settings.from_dict(v2)
+    assert (settings.propagate.refine_radius, settings.diffusion.refine_radius) == (6, 8)  # a backend's own wins
+    assert Settings().propagate.refine_radius == 2 and Settings().diffusion.refine_radius == 4
 
 
 def test_retired_settings_are_dropped_on_reading():
@@ -196,10 +205,11 @@ def test_retired_settings_are_dropped_on_reading():
 
 
 @pytest.mark.parametrize("data, needle", [
-    ({**V1, "diffusion": {"seed": 4}}, "two seeds .seed 3, diffusion.seed 4.; version 2 has one"),
+    ({**V1, "diffusion": {"seed": 4}}, "two seeds .seed 3, diffusion.seed 4.; version 3 has one"),
     ({"version": 2, "carry_decay": 0.9}, "unknown setting 'carry_decay'"),  # version 2 is read as written
     ({"version": 2, "diffusion": {"seed": 1}}, "unknown diffusion setting 'seed'"),
-    ({"version": 3}, "settings version 3 is not one this SMITE reads"),
+    ({"version": 4}, "settings version 4 is not one this SMITE reads"),
+    ({"version": 3, "refine_radius": 2}, "unknown setting 'refine_radius'"),  # version 3 is read as written
     ({"propagate": 1}, "setting 'propagate' must be an object"),
     ({"propagate": {"carry_decay": 2}}, "propagate setting 'carry_decay' must be in"),
 ])
@@ -209,7 +219,9 @@ def test_settings_shape_errors_are_one_line(data, needle):
 
 
 def test_setting_paths():
-    assert setting_path("seed") == (None, "seed") and setting_path("refine_eps") == (None, "refine_eps")
+    assert setting_path("seed") == (None, "seed")
+    with pytest.raises(BadInputError, match="belongs to several backends; name one: propagate.refine_eps or"):
+        setting_path("refine_eps")
     assert setting_path("carry_decay") == ("propagate", "carry_decay")
     assert setting_path("window") == ("diffusion", "window")
     assert setting_path("propagate.carry_decay") == ("propagate", "carry_decay")
@@ -227,14 +239,14 @@ def test_a_job_is_its_shared_settings_and_its_own_backends():
     assert tuned_propagate.result_dict("propagate") != base.result_dict("propagate")
     assert tuned_diffusion.result_dict("diffusion") != base.result_dict("diffusion")
     assert base.replace(context=0).result_dict("propagate") == base.result_dict("propagate")  # context: not a result
-    assert set(base.result_dict("propagate")) == {"version", "backend", "temporal", "vote_window", "refine_radius",
-                                                  "refine_eps", "seed", "propagate"}
+    assert set(base.result_dict("propagate")) == {"version", "backend", "temporal", "vote_window", "seed", "propagate"}
 
 
 @pytest.mark.parametrize("items, expected", [
     (["carry_decay=0.9"], {"propagate": {"carry_decay": 0.9}}),
     (["propagate.carry_decay=0.9", "seed=2"], {"propagate": {"carry_decay": 0.9}, "seed": 2}),
     (["window=8", "diffusion.overlap=4", "tracker=flow"], {"diffusion": {"window": 8, "overlap": 4, "tracker": "flow"}}),
+    (["refine_radius=3"], {"propagate": {"refine_radius": 3}, "diffusion": {"refine_radius": 3}}),  # shared until v3
 ])
 def test_cli_set_places_old_flat_and_new_dotted_names(items, expected):
     from smite.cli.segment import parse_set_items
@@ -266,7 +278,7 @@ def test_cli_settings_file_of_version_1_with_set_on_top(tmp_path):
     settings = settings_from_args(args)
     assert settings == Settings.from_dict(V1).replace(
         backend="propagate", propagate=Settings.from_dict(V1).propagate.replace(snap_radius=2),
-        diffusion=DiffusionSettings(window=6, overlap=4, part_model="/p.smite"))
+        diffusion=DiffusionSettings(window=6, overlap=4, part_model="/p.smite", refine_radius=6))
 
 
 @pytest.mark.parametrize("data, needle", [

@@ -74,7 +74,7 @@ def test_resume_skips_complete_frames_and_redoes_damaged_ones(tmp_path):
     for f in (3, 7):
         assert np.abs(read_matte(frame_path(out, f))[1] - reference[f]).max() <= 1e-3
 
-    other = segment_shot(shot, out, FAST.replace(refine_radius=2), frames=[5])
+    other = segment_shot(shot, out, FAST.replace(propagate=FAST.propagate.replace(refine_radius=3)), frames=[5])
     assert other.written == [5]  # other settings: the frame is not reused
 
     forced = segment_shot(shot, out, FAST, force=True)

@@ -24,7 +24,9 @@ from .io.sequence import format_frame_range, parse_frame_range
 from .model.settings import DiffusionSettings
 from .settings_json import check_ranges, fields_from_dict, ranged
 
-SETTINGS_VERSION = 2  # 2: each backend's own settings nest under its name; one seed (see `upgrade_settings_dict`)
+# 2: each backend's own settings nest under its name; one seed. 3: each backend refines its own mattes to the
+# plate (`refine_radius`, `refine_eps`), since their maps differ (see `upgrade_settings_dict`)
+SETTINGS_VERSION = 3
 MAX_JSON_BYTES = 16 * 1024 * 1024  # a manifest or settings file holds paths and numbers: 16 MiB is generous
 # Settings that decide which frames are read or how fast, never what a frame's matte is.
 NON_RESULT_SETTINGS = ("context",)
@@ -34,6 +36,10 @@ BACKEND_SETTINGS: dict[str, type] = {"propagate": PropagateSettings, "diffusion"
 # redone anyway: the job's identity hashes the current settings). The weight-free temporal module stopped
 # voting and low-passing (issue 12), so its DCT low-pass settings went.
 RETIRED_SETTINGS: dict[str, tuple[str, ...]] = {"propagate": ("lowpass_tau", "lowpass_strength")}
+# Shared settings of version 2 that every backend has its own of since version 3: a file's value goes to each.
+# The weight-free backend's working-resolution maps, already snapped to plate edges, lose J and gain flicker
+# under the radius the diffusion backend's 64² attention maps need (issue 12).
+SHARED_UNTIL_3 = ("refine_radius", "refine_eps")
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,6 @@ class Settings:
     backend: str = ranged("propagate", choices=BACKEND_NAMES)  # weight-free path by default: runs without downloads
     temporal: bool = True  # SMITE's temporal module (voting + low-pass); off only for ablations
     vote_window: int = ranged(15, 1, 99, odd=True)  # SMITE: voting window W=15 frames centred on t (both backends)
-    refine_radius: int = ranged(4, 0, 256)  # guided-filter radius (plate px) for the plate-resolution refinement
-    refine_eps: float = ranged(5e-4, 0, 1, lo_open=True)  # guided-filter regulariser for the refinement
     context: int = ranged(8, 0, 10_000)  # extra frames read on each side of a farm chunk for temporal context
     seed: int = ranged(0, 0, 2**32 - 1)  # every random choice derives from this (learning, noise, window draws)
     propagate: PropagateSettings = field(default_factory=PropagateSettings)  # the weight-free backend's own
@@ -89,6 +93,10 @@ class Settings:
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+    def own(self) -> PropagateSettings | DiffusionSettings:
+        """The running backend's own settings (`backend` names the field)."""
+        return getattr(self, self.backend)
 
 
 SHARED_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings) if f.name not in BACKEND_SETTINGS)
@@ -132,22 +140,35 @@ def upgrade_settings_dict(data: Mapping[str, Any]) -> dict[str, Any]:
     and had two seeds, ``seed`` (segmenting) and ``diffusion.seed`` (learning). Top-level names of
     one backend's settings move under that backend (`setting_path`); the seeds become the one
     ``seed``: ``diffusion.seed`` alone is taken as it, both must agree (defaults do: 0), else the file
-    is refused, since one of its results could not be reproduced. Version 2 is taken as written.
+    is refused, since one of its results could not be reproduced. Versions 1 and 2 shared the plate
+    refine (`SHARED_UNTIL_3`): a value they hold goes to every backend that has none of its own.
+    Version 2 is otherwise taken as written, and version 3 entirely.
     """
     if not isinstance(data, Mapping):
         raise BadInputError(f"settings must be a JSON object, got {type(data).__name__}")
     version = data.get("version")
-    if version is not None and (isinstance(version, bool) or version not in (1, SETTINGS_VERSION)):
-        raise BadInputError(f"settings version {version!r} is not one this SMITE reads (1 or {SETTINGS_VERSION})")
+    if version is not None and (isinstance(version, bool) or version not in (1, 2, SETTINGS_VERSION)):
+        raise BadInputError(f"settings version {version!r} is not one this SMITE reads (1 to {SETTINGS_VERSION})")
     out: dict[str, Any] = {k: (dict(v) if k in BACKEND_SETTINGS and isinstance(v, Mapping) else v)
                            for k, v in data.items()}
     for section, names in RETIRED_SETTINGS.items():
         for name in names:
-            if version != SETTINGS_VERSION:
+            if version not in (2, SETTINGS_VERSION):
                 out.pop(name, None)  # version 1: flat
             if isinstance(out.get(section), dict):
                 out[section].pop(name, None)
     if version == SETTINGS_VERSION:
+        return out
+    for name in SHARED_UNTIL_3:
+        if name in out:
+            value = out.pop(name)
+            for section in BACKEND_SETTINGS:
+                nested = out.setdefault(section, {})
+                if not isinstance(nested, dict):
+                    raise BadInputError(f"setting '{section}' must be an object, got {nested!r}")
+                nested.setdefault(name, value)
+    if version == 2:
+        out["version"] = SETTINGS_VERSION
         return out
     for key in list(out):
         section, name = setting_path(key) if key != "version" else (None, key)

@@ -251,7 +251,8 @@ def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[
                 run_backend.add_reference(state, frame, probs)
 
         def finish(frame: int, probs: np.ndarray, plate: np.ndarray) -> int:
-            full = refine_to_plate(probs, plate, radius=run.refine_radius, eps=run.refine_eps)
+            own = run.own()  # each backend refines its own maps (settings version 3)
+            full = refine_to_plate(probs, plate, radius=own.refine_radius, eps=own.refine_eps)
             frame_meta = frame_metadata(frame, source.path(frame))
             write_matte(frame_path(out_pattern, frame), full[1:], list(shot.parts), {**run_meta, **frame_meta})
             return frame

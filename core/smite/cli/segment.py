@@ -7,8 +7,8 @@ import json
 import sys
 
 from ..backends import BACKEND_NAMES
-from ..config import BACKEND_SETTINGS, SETTINGS_VERSION, Settings, is_retired_setting, load_shot, read_json_file, \
-    setting_path, upgrade_settings_dict
+from ..config import BACKEND_SETTINGS, SETTINGS_VERSION, SHARED_UNTIL_3, Settings, is_retired_setting, load_shot, \
+    read_json_file, setting_path, upgrade_settings_dict
 from ..engine import segment_shot
 from ..errors import BadInputError
 from ..io.sequence import parse_frame_range
@@ -40,7 +40,8 @@ def parse_set_items(items: list[str]) -> dict:
 
     ``propagate.KEY`` and ``diffusion.KEY`` name their backend; a bare KEY is placed by
     `config.setting_path` (shared, else the one backend that has it), so the old flat names
-    (``--set carry_decay=0.9``) and ``smite learn --set kv_phase=false`` keep working. Values are
+    (``--set carry_decay=0.9``) and ``smite learn --set kv_phase=false`` keep working; a bare name of
+    `config.SHARED_UNTIL_3` (``refine_radius``) sets every backend's, as it did when shared. Values are
     JSON where they parse as JSON, strings otherwise.
     """
     data: dict = {"version": SETTINGS_VERSION}
@@ -54,6 +55,10 @@ def parse_set_items(items: list[str]) -> dict:
             parsed = value
         if is_retired_setting(key):  # a file may still name it and loads without it; asked for here, say so
             raise BadInputError(f"setting '{key}' is retired and does nothing; remove it from --set")
+        if key in SHARED_UNTIL_3:  # every backend has one: a bare name sets each, as a version-2 file does
+            for section in BACKEND_SETTINGS:
+                data.setdefault(section, {})[key] = parsed
+            continue
         section, name = setting_path(key)
         (data if section is None else data.setdefault(section, {}))[name] = parsed
     return data

@@ -68,6 +68,10 @@ class DiffusionSettings:
     aug_zoom_min: float = ranged(0.5, 0, 1, lo_open=True)  # zoom-out scale ~ U(zoom_min, zoom_max)
     aug_zoom_max: float = ranged(0.8, 0, 1, lo_open=True)
     # -- segmenting (§3) --
+    # plate-resolution refine of the output (guided filter, plate px): it is what brings the 64² attention maps
+    # up to the plate's edges (shared by both backends until settings version 3)
+    refine_radius: int = ranged(4, 0, 256)
+    refine_eps: float = ranged(5e-4, 0, 1, lo_open=True)  # guided-filter regulariser of the refine
     window: int = ranged(16, 1)  # frames per inflated-attention window
     overlap: int = ranged(8, 0)  # frames shared by consecutive windows; their results seed the next window
     # S = the authors' logit-scale calculate_was_mask; "softmax_was": learning's WAS
