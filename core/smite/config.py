@@ -163,20 +163,14 @@ def upgrade_settings_dict(data: Mapping[str, Any]) -> dict[str, Any]:
         if name in out:
             value = out.pop(name)
             for section in BACKEND_SETTINGS:
-                nested = out.setdefault(section, {})
-                if not isinstance(nested, dict):
-                    raise BadInputError(f"setting '{section}' must be an object, got {nested!r}")
-                nested.setdefault(name, value)
+                _section(out, section).setdefault(name, value)
     if version == 2:
         out["version"] = SETTINGS_VERSION
         return out
     for key in list(out):
         section, name = setting_path(key) if key != "version" else (None, key)
         if section is not None:
-            nested = out.setdefault(section, {})
-            if not isinstance(nested, dict):
-                raise BadInputError(f"setting '{section}' must be an object, got {nested!r}")
-            nested[name] = out.pop(key)
+            _section(out, section)[name] = out.pop(key)
     diffusion = out.get("diffusion")
     if isinstance(diffusion, dict) and "seed" in diffusion:
         learn_seed = diffusion.pop("seed")
@@ -187,6 +181,14 @@ def upgrade_settings_dict(data: Mapping[str, Any]) -> dict[str, Any]:
                                 f"{learn_seed!r}); version {SETTINGS_VERSION} has one: keep only 'seed'")
     out["version"] = SETTINGS_VERSION
     return out
+
+
+def _section(out: dict[str, Any], section: str) -> dict[str, Any]:
+    """`out`'s object of a backend's settings, made where absent (`upgrade_settings_dict`)."""
+    nested = out.setdefault(section, {})
+    if not isinstance(nested, dict):
+        raise BadInputError(f"setting '{section}' must be an object, got {nested!r}")
+    return nested
 
 
 @dataclass(frozen=True)

@@ -72,8 +72,14 @@ def _likelihood_table(frames: list[np.ndarray], probs: list[np.ndarray], levels:
         bins = colour_bins(rgb, levels).ravel()
         for c in range(k):
             counts[:, c] += np.bincount(bins, weights=p[..., c].ravel(), minlength=bins_n)
-    counts += smoothing * counts.sum(axis=0, keepdims=True) / bins_n + EPS  # EPS: a class with no pixels
-    return (counts / counts.sum(axis=0, keepdims=True)).astype(np.float32)
+    return smoothed_distribution(counts, smoothing).astype(np.float32)
+
+
+def smoothed_distribution(counts: np.ndarray, smoothing: float) -> np.ndarray:
+    """Counts `(bins, ...)` -> distributions over the bins, each column given pseudo-counts of `smoothing`
+    times its own mass spread evenly over them (`ColourModel.fit` says why proportional); EPS: an empty column."""
+    counts = counts + (smoothing * counts.sum(axis=0, keepdims=True) / counts.shape[0] + EPS)
+    return counts / counts.sum(axis=0, keepdims=True)
 
 
 def keyframe_separability(model: ColourModel, frames: list[np.ndarray], probs: list[np.ndarray]) -> float:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .appearance import smoothed_distribution
+
 EPS = 1e-6
 # Residual bins in working px (octaves): the background's residual is mostly under 1 px, a moving
 # subject's 2-16 px on the DAVIS clips.
@@ -99,9 +101,7 @@ def residual_bins(residual: np.ndarray) -> np.ndarray:
 
 
 def _distribution(bins: np.ndarray) -> np.ndarray:
-    counts = np.bincount(bins, minlength=len(RESIDUAL_EDGES)).astype(np.float64)
-    counts += SMOOTHING * counts.sum() / len(counts) + EPS
-    return counts / counts.sum()
+    return smoothed_distribution(np.bincount(bins, minlength=len(RESIDUAL_EDGES)).astype(np.float64), SMOOTHING)
 
 
 def _separability(p_parts: np.ndarray, p_background: np.ndarray) -> float:
