@@ -37,6 +37,7 @@ DEFAULT_CLIP = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "da
 STEPS = (
     (PairFlows, "packed", "flow between consecutive frames"),
     (PairFlows, "checked", "flow to the keyframe and back (re-matching)"),
+    (PropagateBackend, "move_parts", "small parts: their translations"),
     (PropagateBackend, "step", "carry one frame on"),
     (PropagateBackend, "rematch", "re-matching: choose coordinates"),
     (ColourModel, "fit", "learn the keyframes' colour models"),

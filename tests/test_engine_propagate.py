@@ -123,6 +123,9 @@ NOT_FOR_PROPAGATE = {"backend", "seed", "context"}  # seed: no randomness here; 
 # ... and the motion cue's trust in the carry: on the still chair nothing moves like a subject for it to act
 # on (tests/test_motion.py::test_a_sure_carry_is_believed_over_one_frame_s_flow shows it acting)
 NOT_FOR_PROPAGATE |= {"motion_trust_power"}
+# ... and the small-part translations: the chair is one large part that barely moves, nothing for them to
+# move whatever their settings (tests/test_part_shift.py shows each of the three deciding)
+NOT_FOR_PROPAGATE |= {"part_shift_ratio", "part_shift_max_size", "part_shift_min"}
 
 
 def test_every_setting_is_covered():

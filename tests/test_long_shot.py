@@ -73,8 +73,10 @@ def _in_memory(shot: ShotSpec, settings: Settings) -> dict[int, np.ndarray]:
             if t in refs:
                 coords, ref = _identity(h, w), t
             elif coords is not None:
-                packed = flows.packed(t, -step)
-                coords = backend.rematch(backend.step(coords, packed), work[t], work[ref], direct(t, ref))
+                moves = backend.move_parts(coords, refs[ref], flows.packed(t, -step), flows.packed(t - step, step),
+                                           work[t - step], work[t])
+                coords = moves.fill_trail(backend.step(coords, moves.flow), refs[ref])
+                coords = moves.hold(coords, backend.rematch(coords, work[t], work[ref], direct(t, ref)))
             if coords is None:
                 continue
             maps = cv2.remap(refs[ref], coords[..., 0], coords[..., 1], cv2.INTER_LINEAR,
@@ -143,9 +145,9 @@ def test_chunk_restarts_its_carry_from_a_cached_checkpoint(tmp_path):
     chunk = _streamed(shot, settings, range(30, 34), scratch=second)
     assert _max_diff(chunk, whole, range(30, 34)) <= 1e-6
     assert second.stats.reused["carry+1"] == 1
-    # working frames: the keyframe (colour model, re-matching) and the 9 carried on from the checkpoint
-    # at 24 (re-matching reads each), not the 24 frames before it
-    assert second.stats.written["work"] == 1 + 9
+    # working frames: the keyframe (colour model, re-matching), the checkpoint's frame 24 (a step's small-part
+    # translations read the frame it comes from) and the 9 carried on from it, not the 24 frames before it
+    assert second.stats.written["work"] == 1 + 1 + 9
     assert "flow" not in second.stats.written
 
 

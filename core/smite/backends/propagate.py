@@ -45,6 +45,7 @@ import numpy as np
 
 from ..method.appearance import ColourModel, reweight
 from ..method.motion import MotionCue, with_motion
+from ..method.part_shift import PartMoves, move_parts
 from ..method.trackfilter import colour_weights, track_mean
 from ..method.voting import window_frames
 from ..refine import refine_to_plate
@@ -196,6 +197,24 @@ class PropagateBackend(BackendBase):
         if cue is None:
             return maps
         return with_motion(maps, conf, cue, s.motion_weight, s.motion_trust_power)
+
+    def move_parts(self, coords: np.ndarray, ref_maps: np.ndarray, backward: np.ndarray, forward: np.ndarray,
+                   prev_rgb: np.ndarray, rgb: np.ndarray) -> PartMoves:
+        """The translations of the small parts the step's flow loses (`method.part_shift`).
+
+        coords: the carry's coordinates in the frame the step comes from (prev_rgb), reading the
+        keyframe's maps `ref_maps`; backward: the step's flow from this frame (rgb) to that one,
+        forward: the other way. The step then takes `PartMoves.flow`, fills the trail and holds
+        re-matching off around the moved parts (`_Sweeps._step`).
+        """
+        s = self.settings.propagate
+        if s.part_shift_ratio <= 0:
+            return PartMoves(backward, np.zeros(backward.shape[:2], bool))
+        h, w = coords.shape[:2]
+        maps = cv2.remap(ref_maps, coords[..., 0], coords[..., 1], cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE).reshape(h, w, -1)
+        return move_parts(maps, backward, forward, prev_rgb, rgb, s.part_shift_ratio, s.part_shift_max_size,
+                          s.part_shift_min)
 
     def step(self, coords: np.ndarray, packed: np.ndarray) -> np.ndarray:
         """Carried coordinates `(h, w, 3)` one frame on, along packed flow `(h, w, [fx, fy, ok])`."""
@@ -367,12 +386,21 @@ class _Sweeps:
                 if i in self.refs:
                     coords = _identity(h, w)
                 else:
-                    coords = self._rematch(b.step(coords, clip.packed(i, -direction)), carry.ref[i], i)
+                    coords = self._step(coords, carry.ref[i], i, direction)
                     kind = f"carry{direction:+d}"
                     if carry.checkpoint(i) and not clip.scratch.has(kind, carry.key[i]):
                         clip.scratch.save(kind, carry.key[i], coords)
             if i in wanted:
                 yield i, self._maps(coords, carry.ref[i], i, direction)
+
+    def _step(self, coords: np.ndarray, ref: int, i: int, direction: int) -> np.ndarray:
+        """Coordinates carried one step into frame i: small parts moved whole, flow, trail filled, re-matched."""
+        b, clip = self.backend, self.clip
+        j = i - direction
+        moves = b.move_parts(coords, self.refs[ref], clip.packed(i, -direction), clip.packed(j, direction),
+                             clip.work(j), clip.work(i))
+        coords = moves.fill_trail(b.step(coords, moves.flow), self.refs[ref])
+        return moves.hold(coords, self._rematch(coords, ref, i))
 
     def _rematch(self, coords: np.ndarray, ref: int, i: int) -> np.ndarray:
         if self.backend.settings.propagate.rematch_radius <= 0:

@@ -44,6 +44,13 @@ class PropagateSettings:
     # It removes the trail a moving subject leaves behind (issue 12: K=1 car-shadow +0.05, dog +0.04)
     motion_weight: float = ranged(4.0, 0, 64)
     motion_trust_power: float = ranged(4.0, 0, 64)  # the carry keeps weight conf**power against the motion cue
+    # small parts carried as a whole (`method.part_shift`): a part whose largest piece is at most max_size
+    # (square root of its area, fraction of the long side) moves by one translation found by template
+    # matching, unless the step's flow matches its pixels ratio times better or it moves under min px;
+    # 0 turns it off. DIS loses a small fast blurred part within frames (issue 12: K=1 xmem2_caps 0.00 -> 0.22)
+    part_shift_ratio: float = ranged(3.0, 0, 1000)
+    part_shift_max_size: float = ranged(0.1, 0, 1)
+    part_shift_min: float = ranged(2.0, 0, 64)  # working px
     # re-matching: each carried pixel keeps the better (colour over a (2r+1)^2 patch) of its chained
     # coordinates and a direct DIS match to its keyframe; 0 turns it off
     rematch_radius: int = ranged(3, 0, 16)
