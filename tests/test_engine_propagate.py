@@ -108,6 +108,7 @@ CHANGES = {
     "appearance_weight": 0.0,
     "appearance_levels": 4,
     "separability_power": 64.0,
+    "separability_full": 0.0,
     "motion_weight": 64.0,  # the chair stands still: its motion cue is weak, only at full weight does it show
     "rematch_radius": 0,
     "rematch_confidence": 1.0,

@@ -37,9 +37,25 @@ def test_colours_decide_where_they_separate_the_parts_or_the_carry_is_unsure():
     backend = PropagateBackend(Settings())
     out = backend.with_appearance(carried, np.ones((6, 8), np.float32), model, frame)
     assert (out[:, :4, 0] > 0.9).all()  # black reads background although the carry said part 1
-    carried, model, frame = _case(separability=0.0)
+    carried, model, frame = _case(separability=0.6)  # separability_full: colours trusted fully
     unsure = backend.with_appearance(carried, np.zeros((6, 8), np.float32), model, frame)
     assert (unsure[..., 0] > 0.9).all()
     half = backend.with_appearance(carried, np.full((6, 8), 0.5, np.float32), model, frame)
-    # keeps conf * (1 - 0)**2 = 0.5 of the carry's 0.7, the posterior (~0) the rest
-    assert np.allclose(half[:, :4, 1], 0.35, atol=0.02)
+    # keeps conf * (1 - 0.6)**2 = 0.08 of the carry's 0.7, the posterior (~0) the rest
+    assert np.allclose(half[:, :4, 1], 0.08 * 0.7, atol=0.02)
+
+
+def test_colours_that_barely_separate_the_parts_do_not_replace_an_unsure_carry():
+    """Their say is scaled by min(1, s / separability_full): a beige cap among beige planks (issue 12)."""
+    backend = PropagateBackend(Settings())
+    carried, model, frame = _case(separability=0.0)
+    unsure = backend.with_appearance(carried, np.zeros((6, 8), np.float32), model, frame)
+    assert np.allclose(unsure, carried)
+    carried, model, frame = _case(separability=0.3)  # half of separability_full: half the colour side's say
+    unsure = backend.with_appearance(carried, np.zeros((6, 8), np.float32), model, frame)
+    assert np.allclose(unsure[:, :4, 1], 0.5 * 0.7, atol=0.02)
+    # separability_full 0: colours decide fully wherever the carry is unsure (the rule before)
+    before = PropagateBackend(Settings.from_dict({"separability_full": 0.0}))
+    carried, model, frame = _case(separability=0.0)
+    unsure = before.with_appearance(carried, np.zeros((6, 8), np.float32), model, frame)
+    assert (unsure[..., 0] > 0.9).all()

@@ -169,7 +169,10 @@ class PropagateBackend(BackendBase):
         the carry keeps weight conf * (1 - s)**`separability_power`, s the model's separability on its
         keyframes (`method.appearance`). A car on asphalt (s 0.45) keeps its carried shape where that
         is sure instead of trading it for the asphalt's look-alike colours; a dog on grass (s 0.70) is
-        left to its colours almost as before.
+        left to its colours almost as before. Where the carry is unsure, colours that barely tell the
+        parts apart are no better guide than the carry: the colour side's weight is scaled by
+        min(1, s / `separability_full`). A beige cap among beige planks (s 0.01) otherwise lost its
+        carried shape to the blurred prior as soon as the flow failed its tests on it.
         """
         s = self.settings.propagate
         if s.appearance_weight <= 0:
@@ -181,7 +184,8 @@ class PropagateBackend(BackendBase):
         prior = c * maps + (1.0 - c) * blurred
         posterior = reweight(prior, model.likelihood(rgb), s.appearance_weight)
         keep = c * np.float32((1.0 - model.separability) ** s.separability_power)
-        return keep * maps + (1.0 - keep) * posterior
+        colour = (1.0 - keep) * np.float32(_trust(model.separability, s.separability_full))
+        return (1.0 - colour) * maps + colour * posterior
 
     def with_motion(self, maps: np.ndarray, conf: np.ndarray, packed: np.ndarray) -> np.ndarray:
         """Where the carry is unsure, let pixels that move like the background say so (`method.motion`).
@@ -444,6 +448,11 @@ class _Sweeps:
 
     def temporal(self, t: int) -> np.ndarray:
         return self.backend.temporal(self.fused, self.clip.work, self.clip, self.clip.num_frames, t)
+
+
+def _trust(separability: float, full: float) -> float:
+    """How far colours of this separability may decide: in proportion up to `full`, then fully (0: always fully)."""
+    return 1.0 if full <= 0 else min(1.0, separability / full)
 
 
 def _patch_error(ref_rgb: np.ndarray, rgb: np.ndarray, xy: np.ndarray, radius: int) -> np.ndarray:

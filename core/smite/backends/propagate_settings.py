@@ -39,6 +39,10 @@ class PropagateSettings:
     # where the carry is sure it keeps weight conf * (1 - s)**power against the colour model, s how well
     # colours separate the keyframe's parts from their surroundings (0..1); large = colours always decide
     separability_power: float = ranged(2.0, 0, 64)
+    # where the carry is unsure, the colour model's say is scaled by min(1, s / separability_full): colours
+    # that tell the keyframe's parts apart with an AUC under 0.8 (s = 2 AUC - 1 < 0.6) guide less than the
+    # carry they replace; 0 = always fully (issue 12: K=1 car-shadow +0.03, xmem2_caps +0.12, dog/horse equal)
+    separability_full: float = ranged(0.6, 0, 1)
     # background-motion cue (`method.motion`): where the carry is unsure, a pixel whose flow follows the
     # background's homography loses its parts, by likelihood**(weight * separability); 0 turns it off.
     # It removes the trail a moving subject leaves behind (issue 12: K=1 car-shadow +0.05, dog +0.04)
