@@ -41,7 +41,8 @@ class PropagateSettings:
     separability_power: float = ranged(2.0, 0, 64)
     # where the carry is unsure, the colour model's say is scaled by min(1, s / separability_full): colours
     # that tell the keyframe's parts apart with an AUC under 0.8 (s = 2 AUC - 1 < 0.6) guide less than the
-    # carry they replace; 0 = always fully (issue 12: K=1 car-shadow +0.03, xmem2_caps +0.12, dog/horse equal)
+    # carry they replace; 0 = always fully (issue 12, smite bench K=1: car-shadow +0.027, xmem2_caps +0.15,
+    # dog and horse equal)
     separability_full: float = ranged(0.6, 0, 1)
     # background-motion cue (`method.motion`): where the carry is unsure, a pixel whose flow follows the
     # background's homography loses its parts, by likelihood**(weight * separability); 0 turns it off.
@@ -51,7 +52,8 @@ class PropagateSettings:
     # small parts carried as a whole (`method.part_shift`): a part whose largest piece is at most max_size
     # (square root of its area, fraction of the long side) moves by one translation found by template
     # matching, unless the step's flow matches its pixels ratio times better or it moves under min px;
-    # 0 turns it off. DIS loses a small fast blurred part within frames (issue 12: K=1 xmem2_caps 0.00 -> 0.22)
+    # 0 turns it off. DIS loses a small fast blurred part within frames (issue 12, smite bench K=1: xmem2_caps
+    # 0.00 -> 0.21)
     part_shift_ratio: float = ranged(3.0, 0, 1000)
     part_shift_max_size: float = ranged(0.1, 0, 1)
     part_shift_min: float = ranged(2.0, 0, 64)  # working px

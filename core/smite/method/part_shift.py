@@ -115,18 +115,23 @@ def move_parts(maps: np.ndarray, backward: np.ndarray, forward: np.ndarray, prev
             continue
         dx, dy = shift
         moved = cv2.warpAffine(maps[..., k], np.float32([[1, 0, dx], [0, 1, dy]]), (w, h)) > 0.5
-        moved = cv2.dilate(moved.astype(np.uint8), np.ones((2 * GROW + 1,) * 2, np.uint8)) > 0
+        moved = _grown(moved)
         flow[moved, 0], flow[moved, 1], flow[moved, 2] = -dx, -dy, 1.0
         taken |= moved
         if carried_back is None:  # where the flow alone would have carried each part
             carried_back = cv2.remap(maps, xs + backward[..., 0], ys + backward[..., 1], cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_REPLICATE).reshape(h, w, -1)
-        left.append(cv2.dilate((carried_back[..., k] > 0.1).astype(np.uint8), np.ones((2 * GROW + 1,) * 2, np.uint8)) > 0)
+        left.append(_grown(carried_back[..., k] > 0.1))
         side = _long_side(piece)
         moves.guard.append(_grown_box(moved | left[-1], max(SEARCH_MIN, side), h, w))
     for part_left in left:  # after all moves: one part's trail never overwrites another's move
         trail |= part_left & ~taken
     return moves
+
+
+def _grown(mask: np.ndarray) -> np.ndarray:
+    """`mask` grown by GROW px (a square neighbourhood)."""
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * GROW + 1,) * 2, np.uint8)) > 0
 
 
 def _largest_piece(mask: np.ndarray) -> np.ndarray | None:
