@@ -36,7 +36,6 @@ restarts a carry from the nearest cached checkpoint instead of from the keyframe
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from typing import Iterable, Iterator, Sequence
 
@@ -50,7 +49,7 @@ from ..method.trackfilter import colour_weights, track_mean
 from ..method.voting import window_frames
 from ..refine import refine_to_plate
 from ..scratch import Scratch
-from ..track.flow import StepFlows, weighted_chain
+from ..track.flow import StepFlows, pixel_grid, weighted_chain
 from ..track.stream import ClipStream, Ring, content_key
 from .base import BackendBase, VideoState
 
@@ -63,7 +62,7 @@ CHECKPOINT = 8
 def _warp(maps: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Backward-warp `maps` (h, w, C) by `flow` (h, w, 2): out(x) = maps(x + flow(x))."""
     h, w = flow.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs, ys = pixel_grid(h, w)
     out = cv2.remap(maps, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(h, w, -1)
 
@@ -246,7 +245,7 @@ class PropagateBackend(BackendBase):
         s = self.settings.propagate
         if s.rematch_radius <= 0:
             return coords
-        xs, ys = _pixel_grid(*coords.shape[:2])
+        xs, ys = pixel_grid(*coords.shape[:2])
         matched = np.stack([xs + direct[..., 0], ys + direct[..., 1]], axis=-1)
         r = s.rematch_radius
         better = _patch_error(ref_rgb, rgb, matched, r) < _patch_error(ref_rgb, rgb, coords[..., :2], r)
@@ -483,15 +482,7 @@ def _shifted(field: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """(xs, ys) (h, w) float32 pixel coordinates, shared read-only between frames of one size."""
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    xs.flags.writeable = ys.flags.writeable = False
-    return xs, ys
-
-
 def _identity(h: int, w: int) -> np.ndarray:
     """(h, w, [x_ref, y_ref, confidence]) coordinates of every pixel in its own frame, confidence 1."""
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs, ys = pixel_grid(h, w)
     return np.stack([xs, ys, np.ones_like(xs)], axis=-1)

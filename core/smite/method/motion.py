@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..track.flow import pixel_grid
 from .appearance import smoothed_distribution
 
 EPS = 1e-6
@@ -90,7 +91,7 @@ def background_residual(flow: np.ndarray, background: np.ndarray) -> np.ndarray 
     homography, _ = cv2.findHomography(src, dst, cv2.RANSAC, RANSAC_THRESHOLD)
     if homography is None:
         return None
-    grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)
+    grid = np.stack(pixel_grid(h, w), axis=-1)
     moved = cv2.perspectiveTransform(grid.reshape(-1, 1, 2), homography).reshape(h, w, 2)
     return np.linalg.norm(moved - grid - flow, axis=-1)
 

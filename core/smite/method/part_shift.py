@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from ..track.flow import pixel_grid
+
 MIN_PIXELS = 16  # a part with fewer working pixels above half its share is left to the flow
 SEARCH_MIN = 8  # working px searched around the part at least ...
 SEARCH_FRACTION = 0.5  # ... and this fraction of its long side
@@ -43,7 +45,8 @@ TRAIL_CONFIDENCE = 0.3  # confidence (at most) of a trail pixel; 0, 0.3 or 0.6 g
 class PartMoves:
     """One carry step's part translations: the flow to step with, the trail to fill, where to hold re-matching."""
 
-    flow: np.ndarray  # (h, w, [fx, fy, ok]) the step's backward flow with the moved parts' translations
+    flow: np.ndarray  # (h, w, [fx, fy, ok]) the step's backward flow (that array itself where no part moved)
+    # with the moved parts' translations: read it, never write it
     trail: np.ndarray  # (h, w) bool: pixels the moved parts left
     guard: list[tuple[int, int, int, int]] = field(default_factory=list)  # (y0, y1, x0, x1) boxes
 
@@ -94,20 +97,21 @@ def move_parts(maps: np.ndarray, backward: np.ndarray, forward: np.ndarray, prev
     flow the other way, whose fit on the part's pixels the translation must beat.
     """
     h, w = backward.shape[:2]
-    flow = backward.copy()
-    trail = np.zeros((h, w), bool)
-    moves = PartMoves(flow, trail)
+    moves = PartMoves(backward, np.zeros((h, w), bool))  # the flow is copied once a part moves
     if ratio <= 0:
         return moves
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs, ys = pixel_grid(h, w)
     carried_back = None
     taken = np.zeros((h, w), bool)
     left = []
     for k in range(1, maps.shape[-1]):
-        piece = _largest_piece(maps[..., k] > 0.5)
-        if piece is None or np.sqrt(piece.sum()) > max_size * max(h, w):
+        found = _largest_piece(maps[..., k] > 0.5)
+        if found is None:
             continue
-        shift, cost = _best_shift(piece, forward, prev_rgb, rgb)
+        piece, box = found
+        if np.sqrt(piece.sum()) > max_size * max(h, w):
+            continue
+        shift, cost = _best_shift(piece, box, forward, prev_rgb, rgb)
         if cost is None or np.hypot(*shift) < min_shift:
             continue
         fit = _flow_cost(piece, forward, prev_rgb, rgb, xs, ys)
@@ -116,16 +120,18 @@ def move_parts(maps: np.ndarray, backward: np.ndarray, forward: np.ndarray, prev
         dx, dy = shift
         moved = cv2.warpAffine(maps[..., k], np.float32([[1, 0, dx], [0, 1, dy]]), (w, h)) > 0.5
         moved = _grown(moved)
+        if moves.flow is backward:
+            moves.flow = backward.copy()
+        flow = moves.flow
         flow[moved, 0], flow[moved, 1], flow[moved, 2] = -dx, -dy, 1.0
         taken |= moved
         if carried_back is None:  # where the flow alone would have carried each part
             carried_back = cv2.remap(maps, xs + backward[..., 0], ys + backward[..., 1], cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_REPLICATE).reshape(h, w, -1)
         left.append(_grown(carried_back[..., k] > 0.1))
-        side = _long_side(piece)
-        moves.guard.append(_grown_box(moved | left[-1], max(SEARCH_MIN, side), h, w))
+        moves.guard.append(_grown_box(moved | left[-1], max(SEARCH_MIN, _long_side(box)), h, w))
     for part_left in left:  # after all moves: one part's trail never overwrites another's move
-        trail |= part_left & ~taken
+        moves.trail |= part_left & ~taken
     return moves
 
 
@@ -134,18 +140,21 @@ def _grown(mask: np.ndarray) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), np.ones((2 * GROW + 1,) * 2, np.uint8)) > 0
 
 
-def _largest_piece(mask: np.ndarray) -> np.ndarray | None:
+def _largest_piece(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """The largest 8-connected piece of `mask` and its box (y0, y1, x0, x1); None under MIN_PIXELS."""
     if mask.sum() < MIN_PIXELS:
         return None
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     biggest = 1 + int(np.argmax(stats[1:count, cv2.CC_STAT_AREA]))
-    piece = labels == biggest
-    return piece if piece.sum() >= MIN_PIXELS else None
+    if stats[biggest, cv2.CC_STAT_AREA] < MIN_PIXELS:
+        return None
+    x0, y0, bw, bh = (int(v) for v in stats[biggest, :4])
+    return labels == biggest, (y0, y0 + bh, x0, x0 + bw)
 
 
-def _long_side(piece: np.ndarray) -> int:
-    ys, xs = np.nonzero(piece)
-    return int(max(ys.max() - ys.min(), xs.max() - xs.min()) + 1)
+def _long_side(box: tuple[int, int, int, int]) -> int:
+    y0, y1, x0, x1 = box
+    return max(y1 - y0, x1 - x0)
 
 
 def _grown_box(mask: np.ndarray, by: int, h: int, w: int) -> tuple[int, int, int, int]:
@@ -153,13 +162,12 @@ def _grown_box(mask: np.ndarray, by: int, h: int, w: int) -> tuple[int, int, int
     return max(0, ys.min() - by), min(h, ys.max() + 1 + by), max(0, xs.min() - by), min(w, xs.max() + 1 + by)
 
 
-def _best_shift(piece: np.ndarray, forward: np.ndarray, prev_rgb: np.ndarray,
+def _best_shift(piece: np.ndarray, box: tuple[int, int, int, int], forward: np.ndarray, prev_rgb: np.ndarray,
                 rgb: np.ndarray) -> tuple[tuple[int, int], float | None]:
-    """((dx, dy), mean SSD per pixel and channel) of the piece's best translation into `rgb`."""
+    """((dx, dy), mean SSD per pixel and channel) of the piece's (in `box`) best translation into `rgb`."""
     h, w = piece.shape
-    ys, xs = np.nonzero(piece)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    radius = max(SEARCH_MIN, int(SEARCH_FRACTION * max(y1 - y0, x1 - x0)))
+    y0, y1, x0, x1 = box
+    radius = max(SEARCH_MIN, int(SEARCH_FRACTION * _long_side(box)))
     sy0, sy1, sx0, sx1 = max(0, y0 - radius), min(h, y1 + radius), max(0, x0 - radius), min(w, x1 + radius)
     template = np.ascontiguousarray(prev_rgb[y0:y1, x0:x1])
     weights = np.ascontiguousarray(np.repeat(piece[y0:y1, x0:x1, None], 3, axis=2).astype(np.float32))

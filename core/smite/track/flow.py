@@ -148,12 +148,12 @@ def grey_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _grid(size: tuple[int, int], stride: int) -> np.ndarray:
     """(n, 2) working-px centres of every `stride`-th pixel in both axes, row-major."""
-    xs, ys = _pixel_grid(*size)
+    xs, ys = pixel_grid(*size)
     return np.stack([xs[::stride, ::stride].ravel(), ys[::stride, ::stride].ravel()], axis=-1)
 
 
-def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """(xs, ys) float32 (h, w) pixel-centre coordinates."""
+def pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(xs, ys) float32 (h, w) pixel-centre coordinates: read-only broadcast views, free to make per frame."""
     xs = np.broadcast_to(np.arange(w, dtype=np.float32), (h, w))
     ys = np.broadcast_to(np.arange(h, dtype=np.float32)[:, None], (h, w))
     return xs, ys
@@ -186,7 +186,7 @@ def consistency(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
     True where x + flow(x) lies inside the frame and back(x + flow(x)) returns to x up to the tolerance.
     """
     h, w = flow.shape[:2]
-    xs, ys = _pixel_grid(h, w)
+    xs, ys = pixel_grid(h, w)
     tx, ty = xs + flow[..., 0], ys + flow[..., 1]
     bw = cv2.remap(back, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     fx, fy, bx, by = flow[..., 0], flow[..., 1], bw[..., 0], bw[..., 1]
