@@ -49,7 +49,7 @@ from ..method.trackfilter import colour_weights, track_mean
 from ..method.voting import window_frames
 from ..refine import refine_to_plate
 from ..scratch import Scratch
-from ..track.flow import StepFlows, pixel_grid, weighted_chain
+from ..track.flow import StepFlows, pixel_grid, read_at, warp_back, weighted_chain
 from ..track.stream import ClipStream, Ring, content_key
 from .base import BackendBase, VideoState
 
@@ -57,14 +57,6 @@ EPS = 1e-6
 # Carried coordinates are cached every CHECKPOINT-th frame from their keyframe: a later chunk of the
 # same job restarts its carry from the nearest one instead of from the keyframe.
 CHECKPOINT = 8
-
-
-def _warp(maps: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Backward-warp `maps` (h, w, C) by `flow` (h, w, 2): out(x) = maps(x + flow(x))."""
-    h, w = flow.shape[:2]
-    xs, ys = pixel_grid(h, w)
-    out = cv2.remap(maps, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(h, w, -1)
 
 
 def _normalise(probs: np.ndarray) -> np.ndarray:
@@ -213,16 +205,14 @@ class PropagateBackend(BackendBase):
         s = self.settings.propagate
         if s.part_shift_ratio <= 0:
             return PartMoves(backward, np.zeros(backward.shape[:2], bool))
-        h, w = coords.shape[:2]
-        maps = cv2.remap(ref_maps, coords[..., 0], coords[..., 1], cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE).reshape(h, w, -1)
+        maps = read_at(ref_maps, coords)
         return move_parts(maps, backward, forward, prev_rgb, rgb, s.part_shift_ratio, s.part_shift_max_size,
                           s.part_shift_min)
 
     def step(self, coords: np.ndarray, packed: np.ndarray) -> np.ndarray:
         """Carried coordinates `(h, w, 3)` one frame on, along packed flow `(h, w, [fx, fy, ok])`."""
         s = self.settings.propagate
-        coords = _warp(coords, packed[..., :2])
+        coords = warp_back(coords, packed)
         ok = packed[..., 2] >= 0.5
         coords[..., 2] *= s.carry_decay * np.where(ok, 1.0, s.occlusion_decay).astype(np.float32)
         return coords
@@ -289,11 +279,9 @@ class PropagateBackend(BackendBase):
         samples = np.empty((len(window), k, gh * gw), np.float32)
         for i, frame in enumerate(window):
             px = pts[i].reshape(gh, gw, 2)
-            samples[i] = cv2.remap(fused_at(frame), px[..., 0], px[..., 1], cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REPLICATE).reshape(gh * gw, k).T
+            samples[i] = read_at(fused_at(frame), px).reshape(gh * gw, k).T
             if frame != t:
-                rgb = cv2.remap(work_at(frame), px[..., 0], px[..., 1], cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE).reshape(gh * gw, -1)
+                rgb = read_at(work_at(frame), px).reshape(gh * gw, -1)
                 weights[i] *= colour_weights(rgb, own_rgb, s.colour_sigma)
         mean = track_mean(samples, weights).T.reshape(gh, gw, k)
         coarse = current[::step, ::step]
@@ -415,9 +403,8 @@ class _Sweeps:
 
     def _maps(self, coords: np.ndarray, ref: int, i: int, direction: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame i's (maps (h, w, K), conf (h, w)) read from keyframe `ref` through coordinates carried in `direction`."""
-        b, (h, w) = self.backend, self.clip.size
-        maps = cv2.remap(self.refs[ref], coords[..., 0], coords[..., 1], cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE).reshape(h, w, -1)
+        b = self.backend
+        maps = read_at(self.refs[ref], coords)
         conf = coords[..., 2].copy()
         if i != ref:
             maps = b.with_appearance(maps, conf, self._model(ref), self.clip.work(i))
@@ -456,7 +443,7 @@ def _trust(separability: float, full: float) -> float:
 
 def _patch_error(ref_rgb: np.ndarray, rgb: np.ndarray, xy: np.ndarray, radius: int) -> np.ndarray:
     """(h, w) mean over a (2r+1)^2 patch of the L1 colour difference between `rgb` and `ref_rgb` read at `xy`."""
-    read = cv2.remap(ref_rgb, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    read = read_at(ref_rgb, xy)
     diff = cv2.transform(cv2.absdiff(read, rgb), _SUM_CHANNELS)
     return cv2.blur(diff, (2 * radius + 1, 2 * radius + 1)).reshape(xy.shape[:2])
 

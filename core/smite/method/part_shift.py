@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..track.flow import pixel_grid
+from ..track.flow import read_at, warp_back
 
 MIN_PIXELS = 16  # a part with fewer working pixels above half its share is left to the flow
 SEARCH_MIN = 8  # working px searched around the part at least ...
@@ -62,8 +62,7 @@ class PartMoves:
         if not self.trail.any():
             return coords
         h, w = self.trail.shape
-        labels = cv2.remap(ref_maps, coords[..., 0], coords[..., 1], cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE).reshape(h, w, -1)
+        labels = read_at(ref_maps, coords)
         source = ~self.trail & (labels[..., 0] > 0.5)
         if not source.any():
             return coords
@@ -100,7 +99,6 @@ def move_parts(maps: np.ndarray, backward: np.ndarray, forward: np.ndarray, prev
     moves = PartMoves(backward, np.zeros((h, w), bool))  # the flow is copied once a part moves
     if ratio <= 0:
         return moves
-    xs, ys = pixel_grid(h, w)
     carried_back = None
     taken = np.zeros((h, w), bool)
     left = []
@@ -114,7 +112,7 @@ def move_parts(maps: np.ndarray, backward: np.ndarray, forward: np.ndarray, prev
         shift, cost = _best_shift(piece, box, forward, prev_rgb, rgb)
         if cost is None or np.hypot(*shift) < min_shift:
             continue
-        fit = _flow_cost(piece, forward, prev_rgb, rgb, xs, ys)
+        fit = _flow_cost(piece, forward, prev_rgb, rgb)
         if cost >= ratio * fit:
             continue
         dx, dy = shift
@@ -126,8 +124,7 @@ def move_parts(maps: np.ndarray, backward: np.ndarray, forward: np.ndarray, prev
         flow[moved, 0], flow[moved, 1], flow[moved, 2] = -dx, -dy, 1.0
         taken |= moved
         if carried_back is None:  # where the flow alone would have carried each part
-            carried_back = cv2.remap(maps, xs + backward[..., 0], ys + backward[..., 1], cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_REPLICATE).reshape(h, w, -1)
+            carried_back = warp_back(maps, backward)
         left.append(_grown(carried_back[..., k] > 0.1))
         moves.guard.append(_grown_box(moved | left[-1], max(SEARCH_MIN, _long_side(box)), h, w))
     for part_left in left:  # after all moves: one part's trail never overwrites another's move
@@ -184,9 +181,7 @@ def _best_shift(piece: np.ndarray, box: tuple[int, int, int, int], forward: np.n
     return (int(ox[best_y, best_x]), int(oy[best_y, best_x])), cost
 
 
-def _flow_cost(piece: np.ndarray, forward: np.ndarray, prev_rgb: np.ndarray, rgb: np.ndarray,
-               xs: np.ndarray, ys: np.ndarray) -> float:
+def _flow_cost(piece: np.ndarray, forward: np.ndarray, prev_rgb: np.ndarray, rgb: np.ndarray) -> float:
     """Mean SSD per pixel and channel of the piece's pixels moved along the forward flow."""
-    landed = cv2.remap(rgb, xs + forward[..., 0], ys + forward[..., 1], cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REPLICATE).reshape(rgb.shape)
+    landed = warp_back(rgb, forward)
     return float(((prev_rgb - landed)[piece] ** 2).sum()) / (3.0 * piece.sum())

@@ -159,6 +159,19 @@ def pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
+def read_at(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """`image` (h0, w0[, C]) read bilinearly at the (h, w, 2) coordinates `xy` -> (h, w, C); edges replicate."""
+    out = cv2.remap(image, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(*xy.shape[:2], -1)
+
+
+def warp_back(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Backward-warp `image` (h, w[, C]) by `flow` (h, w, 2+): out(x) = image(x + flow(x)), (h, w, C)."""
+    xs, ys = pixel_grid(*flow.shape[:2])
+    out = cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(*flow.shape[:2], -1)
+
+
 def _sample(img: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """Bilinear sample of img (h, w, C) float32 at pos (M, 2) working px -> (M, C); edges replicate.
 
