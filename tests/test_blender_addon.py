@@ -281,7 +281,9 @@ def test_segment_in_real_blender(tmp_path, version):
         want = info["plate_file_of_frame"][frame]
         assert np.abs(shown - mattes[want]).max() < 1e-3, f"scene frame {frame} does not show matte {want}"
         diffs = {f: float(np.abs(shown - m).max()) for f, m in mattes.items()}
-        assert min(diffs, key=diffs.get) == want and max(diffs.values()) > 0.05, diffs  # frame mapping, not luck
+        # frame mapping, not luck: no other frame's matte is closer. Plate files 3 and 4 of the chair sample are
+        # the same image (same bytes), so their mattes may be equal: a tie with the wanted one is no mix-up
+        assert diffs[want] == min(diffs.values()) and max(diffs.values()) > 0.05, diffs
 
     # with the diffusion backend, the part model and SD model go nested under "diffusion"
     cache = os.path.dirname(os.path.dirname(info["matte_pattern"]))

@@ -45,7 +45,7 @@ import numpy as np
 from ..method.appearance import ColourModel, reweight
 from ..method.motion import MotionCue, with_motion
 from ..method.part_shift import PartMoves, move_parts
-from ..method.trackfilter import colour_weights, track_mean
+from ..method.trackfilter import colour_weights, track_mean, track_median
 from ..method.voting import window_frames
 from ..refine import refine_to_plate
 from ..scratch import Scratch
@@ -145,11 +145,20 @@ class PropagateBackend(BackendBase):
                 scratch.remove()
 
     # -- per-frame steps -------------------------------------------------------------------------
-    def snap(self, probs: np.ndarray, guide: np.ndarray) -> np.ndarray:
-        """Re-align carried soft maps `(h, w, K)` with the edges of the frame they now sit on."""
+    def snap(self, probs: np.ndarray, guide: np.ndarray, conf: np.ndarray) -> np.ndarray:
+        """Re-align carried soft maps `(h, w, K)` with the edges of the frame they now sit on, where the carry is unsure.
+
+        conf: the carry's confidence `(h, w)`. The guided filter moves drifted edges back onto the
+        plate's, and also thins what is narrower than its window (a horse's lower legs, a chair's
+        wheels) even where the carry put it right; the carried map keeps weight conf**`snap_trust_power`.
+        """
         s = self.settings.propagate
         snapped = refine_to_plate(probs.transpose(2, 0, 1), guide, radius=s.snap_radius, eps=s.snap_eps, subsample=1)
-        return snapped.transpose(1, 2, 0)
+        snapped = snapped.transpose(1, 2, 0)
+        if s.snap_trust_power <= 0:
+            return snapped
+        keep = np.power(conf, np.float32(s.snap_trust_power))[..., None]
+        return keep * probs + (1.0 - keep) * snapped
 
     def with_appearance(self, maps: np.ndarray, conf: np.ndarray, model: ColourModel, rgb: np.ndarray) -> np.ndarray:
         """Where the carry is unsure, let the reference's colours decide among nearby labels.
@@ -257,14 +266,15 @@ class PropagateBackend(BackendBase):
         return out
 
     def temporal(self, fused_at, work_at, flows: StepFlows, n: int, t: int) -> np.ndarray:
-        """The temporal module for frame t: a reliability-weighted mean of the soft maps along tracks.
+        """The temporal module for frame t: a reliability-weighted median of the soft maps along tracks.
 
         fused_at(i) -> frame i's fused maps (h, w, K); work_at(i) -> its working frame (h, w, 3);
         flows: the clip's steps; n frames. Every `vote_stride`-th working pixel is followed through
-        the `vote_window` frames (`weighted_chain`), each neighbour's map read where its track lands
-        and weighted by the track's flow and colour reliability (`method.trackfilter`); the mean is
-        applied as a correction (mean - fused) upsampled to the working grid, so the frame keeps its
-        own fine detail (4x cheaper at stride 2).
+        the `vote_window` frames (`weighted_chain`); every pixel moves along its block's track (the
+        tracks' displacements interpolated bilinearly), reads each neighbour's maps and colour where
+        it lands, and is weighted by its block's flow reliability and its own colour agreement
+        (`method.trackfilter`). The part maps take the samples' weighted median, blended with their
+        weighted mean by `temporal_median`; the background is what the parts leave.
         """
         s = self.settings.propagate
         current = fused_at(t)
@@ -273,20 +283,29 @@ class PropagateBackend(BackendBase):
         window = window_frames(t, n, self.settings.vote_window)
         ys, xs = np.mgrid[0:h:step, 0:w:step].astype(np.float32)
         gh, gw = ys.shape
-        grid = np.stack([xs.ravel(), ys.ravel()], axis=-1)
-        pts, weights = weighted_chain(flows, grid, t, window.start, window.stop - 1, s.track_fail_weight)
-        own_rgb = work_at(t)[::step, ::step].reshape(gh * gw, -1)
-        samples = np.empty((len(window), k, gh * gw), np.float32)
+        grid = np.stack([xs, ys], axis=-1)
+        pts, weights = weighted_chain(flows, grid.reshape(-1, 2), t, window.start, window.stop - 1,
+                                      s.track_fail_weight)
+        px_x, px_y = pixel_grid(h, w)
+        block_y, block_x = np.minimum(np.arange(h) // step, gh - 1), np.minimum(np.arange(w) // step, gw - 1)
+        own_rgb = work_at(t).reshape(h * w, -1)
+        samples = np.empty((len(window), k, h * w), np.float32)
+        pixel_weights = np.empty((len(window), h * w), np.float32)
         for i, frame in enumerate(window):
-            px = pts[i].reshape(gh, gw, 2)
-            samples[i] = read_at(fused_at(frame), px).reshape(gh * gw, k).T
+            moved = cv2.resize(pts[i].reshape(gh, gw, 2) - grid, (w, h), interpolation=cv2.INTER_LINEAR)
+            at = np.stack([px_x + moved[..., 0], px_y + moved[..., 1]], axis=-1)
+            samples[i] = read_at(fused_at(frame), at).reshape(h * w, k).T
+            pixel_weights[i] = weights[i].reshape(gh, gw)[block_y][:, block_x].ravel()
             if frame != t:
-                rgb = read_at(work_at(frame), px).reshape(gh * gw, -1)
-                weights[i] *= colour_weights(rgb, own_rgb, s.colour_sigma)
-        mean = track_mean(samples, weights).T.reshape(gh, gw, k)
-        coarse = current[::step, ::step]
-        mean = current + cv2.resize(mean - coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, k)
-        return _normalise(mean)
+                pixel_weights[i] *= colour_weights(read_at(work_at(frame), at).reshape(h * w, -1), own_rgb,
+                                                   s.colour_sigma)
+        parts = samples[:, 1:]
+        out = np.empty((k, h * w), np.float32)
+        out[1:] = track_mean(parts, pixel_weights) if s.temporal_median < 1 else 0.0
+        if s.temporal_median > 0:
+            out[1:] = (1.0 - s.temporal_median) * out[1:] + s.temporal_median * track_median(parts, pixel_weights)
+        out[0] = 1.0 - out[1:].sum(0)
+        return _normalise(out.T.reshape(h, w, k))
 
 
 class _Sweeps:
@@ -409,7 +428,7 @@ class _Sweeps:
         if i != ref:
             maps = b.with_appearance(maps, conf, self._model(ref), self.clip.work(i))
             maps = b.with_motion(maps, conf, self.clip.packed(i, -direction))
-            maps = b.snap(maps, self.clip.work(i))
+            maps = b.snap(maps, self.clip.work(i), conf)
         return maps, conf
 
     def _model(self, ref: int) -> ColourModel:
