@@ -15,10 +15,10 @@ the diffusion backend is measured against. Steps, at a working resolution (long 
    decide where the carry is unsure, as far as the keyframe's colours tell its parts apart
    (`method.appearance`), lets pixels that move like the background drop their parts where the carry
    is unsure (`method.motion`: the trail a subject leaves on the ground it walks off), and is snapped
-   to its own plate edges (guided filter);
+   to its own plate edges (guided filter) as far as the carry is unsure;
 3. the carries from the nearest references on both sides are fused by confidence (`fuse_power`);
 4. temporal module (`settings.temporal`): over a 15-frame window along dense flow tracks, the
-   mean of the neighbours' soft maps weighted by how far each track is to be trusted (its flow
+   weighted median of the neighbours' soft maps, weighted by how far each track is to be trusted (its flow
    tests and its colour agreement, `method.trackfilter`). It replaced SMITE's majority vote plus
    DCT low-pass here: what flickered was the edges, where hard track visibility left pixels with
    only their own frame, and the vote cost J on fast small subjects (issue 12).

@@ -81,7 +81,7 @@ class PropagateSettings:
     # the temporal module's weight-free half (its window, `vote_window`, is shared with the diffusion backend)
     # tracks are followed from every n-th working pixel (speed); every pixel is sampled, moving along its
     # block's track (the tracks' displacements interpolated), so fine detail is filtered too: a correction
-    # upsampled from the n-th pixels left it to flicker (issue 12: flicker cut 28-54% -> 28-62%)
+    # upsampled from the n-th pixels left it to flicker (issue 12: warp lower on every clip)
     vote_stride: int = ranged(2, 1, 64)
     # weight of the samples' weighted median against their weighted mean (`method.trackfilter`): the median
     # keeps a fast small part whose tracks slid off it unseen; 0 = the mean (the rule before)
