@@ -277,8 +277,7 @@ class PropagateBackend(BackendBase):
         weighted mean by `temporal_median`; the background is what the parts leave.
         """
         s = self.settings.propagate
-        current = fused_at(t)
-        h, w, k = current.shape
+        h, w, k = fused_at(t).shape
         step = s.vote_stride
         window = window_frames(t, n, self.settings.vote_window)
         ys, xs = np.mgrid[0:h:step, 0:w:step].astype(np.float32)
@@ -299,11 +298,12 @@ class PropagateBackend(BackendBase):
             if frame != t:
                 pixel_weights[i] *= colour_weights(read_at(work_at(frame), at).reshape(h * w, -1), own_rgb,
                                                    s.colour_sigma)
-        parts = samples[:, 1:]
-        out = np.empty((k, h * w), np.float32)
-        out[1:] = track_mean(parts, pixel_weights) if s.temporal_median < 1 else 0.0
-        if s.temporal_median > 0:
-            out[1:] = (1.0 - s.temporal_median) * out[1:] + s.temporal_median * track_median(parts, pixel_weights)
+        parts, mix = samples[:, 1:], np.float32(s.temporal_median)
+        out = np.zeros((k, h * w), np.float32)
+        if mix < 1:
+            out[1:] += (1 - mix) * track_mean(parts, pixel_weights)
+        if mix > 0:
+            out[1:] += mix * track_median(parts, pixel_weights)
         out[0] = 1.0 - out[1:].sum(0)
         return _normalise(out.T.reshape(h, w, k))
 
