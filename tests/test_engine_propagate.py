@@ -121,6 +121,7 @@ CHANGES = {
     "snap_eps": 0.5,
     "refine_radius": 12,
     "refine_eps": 0.5,
+    "refine_edge_gate": 0.0,
 }
 NOT_FOR_PROPAGATE = {"backend", "seed", "context"}  # seed: no randomness here; context: tested in farm chunks
 # ... and the motion cue's trust in the carry: on the still chair nothing moves like a subject for it to act

@@ -85,3 +85,44 @@ def test_settings_change_the_result():
     assert not np.allclose(base, refine_to_plate(probs, plate, radius=8))
     assert not np.allclose(base, refine_to_plate(probs, plate, eps=1e-1))
     assert not np.allclose(base, refine_to_plate(probs, plate, subsample=2))
+
+
+def _faint_line_plate(size: int = 96, seed: int = 4):
+    """A plate of faint noise (std 0.005, the glass a reflection sits in) and a 2-px line map on a 2x coarser grid."""
+    rng = np.random.default_rng(seed)
+    plate = np.clip(0.5 + 0.005 * rng.standard_normal((size, size, 3)), 0, 1).astype(np.float32)
+    fg = np.zeros((size // 2, size // 2), np.float32)
+    fg[:, 20] = 1.0  # one working px wide: two plate px
+    return plate, np.stack([1.0 - fg, fg])
+
+
+def test_edge_gate_keeps_a_thin_part_where_the_plate_has_no_edge():
+    """With no edge to follow the filter only box-blurs: the 2-px line falls below 0.5 and is lost; the gate keeps
+    the bilinear upsampling there (its weight v / (v + gate eps) is about 0.05 for this noise)."""
+    plate, probs = _faint_line_plate()
+    line = np.zeros((96, 96), bool)
+    line[:, 40:42] = True
+    plain = refine_to_plate(probs, plate, radius=4, eps=5e-4)
+    gated = refine_to_plate(probs, plate, radius=4, eps=5e-4, edge_gate=1.0)
+    bilinear = cv2.resize(probs[1], (96, 96), interpolation=cv2.INTER_LINEAR)
+    assert (plain[1][line] < 0.5).all()
+    assert (gated[1][line] >= 0.5).all()
+    assert np.abs(gated[1] - bilinear).max() < 0.1
+    np.testing.assert_allclose(gated.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_edge_gate_leaves_the_filter_where_the_plate_has_edges():
+    """Where the plate has a strong edge the gate's weight is near 1: the result stays the filter's."""
+    plate, truth = _plate_and_square()
+    probs = _blocky(truth, 8)
+    plain = refine_to_plate(probs, plate, radius=4, eps=5e-4)
+    gated = refine_to_plate(probs, plate, radius=4, eps=5e-4, edge_gate=1.0)
+    edge = truth ^ (cv2.erode(truth.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    assert np.abs(gated[1] - plain[1])[edge].mean() < 0.02
+    assert _iou(gated[1] > 0.5, truth) >= _iou(plain[1] > 0.5, truth) - 0.005
+
+
+def test_edge_gate_zero_is_the_filter():
+    plate, truth = _plate_and_square()
+    probs = _blocky(truth, 8)
+    assert np.array_equal(refine_to_plate(probs, plate), refine_to_plate(probs, plate, edge_gate=0.0))

@@ -252,7 +252,7 @@ def _segment(shot: ShotSpec, out_pattern: str, settings: Settings, frames: list[
 
         def finish(frame: int, probs: np.ndarray, plate: np.ndarray) -> int:
             own = run.own()  # each backend refines its own maps (settings version 3)
-            full = refine_to_plate(probs, plate, radius=own.refine_radius, eps=own.refine_eps)
+            full = refine_to_plate(probs, plate, **own.refine_options())
             frame_meta = frame_metadata(frame, source.path(frame))
             write_matte(frame_path(out_pattern, frame), full[1:], list(shot.parts), {**run_meta, **frame_meta})
             return frame

@@ -34,11 +34,12 @@ def _resize(x: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndar
     return y.reshape(size[0], size[1], x.shape[-1])
 
 
-def _coefficients(guide: np.ndarray, p: np.ndarray, r: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Colour guided-filter coefficients, box-averaged.
+def _coefficients(guide: np.ndarray, p: np.ndarray, r: int, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Colour guided-filter coefficients, box-averaged, and the guide's local variance.
 
     guide (h, w, 3), p (h, w, K) float32 -> a (h, w, K, 3), b (h, w, K) such that the filtered
-    p is sum_c a[..., c] * guide[..., c] + b (evaluated on the full-resolution guide by the caller).
+    p is sum_c a[..., c] * guide[..., c] + b (evaluated on the full-resolution guide by the caller),
+    and (h, w) the mean over channels of the guide's variance in each window.
     """
     h, w, k = p.shape
     ch = [guide[..., c] for c in range(3)]
@@ -67,7 +68,7 @@ def _coefficients(guide: np.ndarray, p: np.ndarray, r: int, eps: float) -> tuple
         b = mp - a[0] * mi[0] - a[1] * mi[1] - a[2] * mi[2]
         coef += a + [b]
     ab = _box(np.stack(coef, axis=-1), r).reshape(h, w, k, 4)
-    return ab[..., :3], ab[..., 3]
+    return ab[..., :3], ab[..., 3], (var[0] + var[3] + var[5]) / 3.0
 
 
 def refine_to_plate(
@@ -77,6 +78,7 @@ def refine_to_plate(
     radius: int = 4,
     eps: float = 1e-3,
     subsample: int | None = None,
+    edge_gate: float = 0.0,
 ) -> np.ndarray:
     """Upsample class probabilities to plate resolution along the plate's edges.
 
@@ -84,6 +86,10 @@ def refine_to_plate(
     plate: (H, W, 3) float32 in [0, 1], the guide (display-referred; the filter assumes values ~[0, 1]).
     radius: window radius in plate pixels; eps: regularisation (larger = smoother, less edge-following).
     subsample: plate pixels per fitting pixel (fast guided filter); None picks ~WORK_LONG_SIDE px long side.
+    edge_gate: where the plate is flat the filter has no edge to follow and only box-blurs, which erodes
+    what is narrower than its window (a chair's reflection in a glass wall). The filtered map then weighs
+    v / (v + edge_gate * eps) against the plainly (bilinearly) upsampled one, v the guide's local variance
+    (mean over channels, box-averaged like the coefficients); 0 = the filter everywhere.
     Returns (K, H, W) float32 in [0, 1], summing to 1 over K.
     """
     if probs.ndim != 3:
@@ -103,7 +109,7 @@ def refine_to_plate(
     guide = plate if (hs, ws) == (hp, wp) else _resize(plate, (hs, ws), cv2.INTER_AREA)
     p = _resize(np.moveaxis(np.asarray(probs, np.float32), 0, -1), (hs, ws), cv2.INTER_LINEAR)
     # The filter is linear and the classes sum to 1, so the background (index 0) is 1 - the rest.
-    a, b = _coefficients(guide, p[..., 1:], r, eps)
+    a, b, variance = _coefficients(guide, p[..., 1:], r, eps)
     ab = np.concatenate([a, b[..., None]], axis=-1).reshape(hs, ws, (k - 1) * 4)
     if (hs, ws) != (hp, wp):
         ab = _resize(ab, (hp, wp), cv2.INTER_LINEAR)
@@ -112,9 +118,26 @@ def refine_to_plate(
     for j in range(k - 1):
         a0, a1, a2, b = (ab[..., j, c] for c in range(4))
         q[j + 1] = b + a0 * plate[..., 0] + a1 * plate[..., 1] + a2 * plate[..., 2]
+    if edge_gate > 0:
+        q[1:] = _gate_flat(q[1:], probs, variance, r, eps * edge_gate)
     q[0] = 1.0 - q[1:].sum(axis=0)
     np.clip(q, 0.0, 1.0, out=q)
     total = q.sum(axis=0, keepdims=True)
     # Where every class clipped to 0 (can't happen for exact sums, guards float noise) fall back to uniform.
     q = np.where(total > 1e-6, q / np.maximum(total, 1e-6), 1.0 / k)
     return q.astype(np.float32)
+
+
+def _gate_flat(filtered: np.ndarray, probs: np.ndarray, variance: np.ndarray, r: int, scale: float) -> np.ndarray:
+    """`filtered` (K-1, H, W) where the guide has edges, the bilinear upsampling of `probs` where it is flat.
+
+    variance: (h, w) the guide's local variance at the fitting grid; the filtered map weighs
+    v / (v + scale), v its box average over the filter's window (`refine_to_plate`'s edge_gate).
+    """
+    hp, wp = filtered.shape[1:]
+    strength = _box(np.maximum(variance, 0.0)[..., None], r)[..., 0]
+    weight = strength / (strength + np.float32(scale))
+    if weight.shape != (hp, wp):
+        weight = _resize(weight[..., None], (hp, wp), cv2.INTER_LINEAR)[..., 0]
+    plain = _resize(np.moveaxis(np.asarray(probs, np.float32), 0, -1), (hp, wp), cv2.INTER_LINEAR)
+    return weight * filtered + (1.0 - weight) * np.moveaxis(plain[..., 1:], -1, 0)

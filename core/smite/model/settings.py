@@ -155,6 +155,10 @@ class DiffusionSettings:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    def refine_options(self) -> dict[str, Any]:
+        """Keywords of `refine.refine_to_plate` for this backend's maps: the filter everywhere (no edge gate)."""
+        return {"radius": self.refine_radius, "eps": self.refine_eps}
+
     def replace(self, **changes: Any) -> "DiffusionSettings":
         return dataclasses.replace(self, **changes)
 
