@@ -115,6 +115,7 @@ CHANGES = {
     "rematch_confidence": 1.0,
     "rematch_spread": 0,
     "fuse_power": 1.0,
+    "fuse_match_sigma": 0.0,
     "uncertain_blur": 0.4,
     "snap_radius": 12,
     "snap_trust_power": 0.0,

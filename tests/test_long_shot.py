@@ -86,6 +86,7 @@ def _in_memory(shot: ShotSpec, settings: Settings) -> dict[int, np.ndarray]:
                 model = ColourModel.fit([work[ref]], [refs[ref]], levels=settings.propagate.appearance_levels)
                 maps = backend.with_appearance(maps, conf, model, work[t])
                 maps = backend.snap(backend.with_motion(maps, conf, flows.packed(t, -step)), work[t], conf)
+                conf = backend.fusion_confidence(conf, work[t], work[ref], coords)
             out[t] = (maps, conf)
         return out
 

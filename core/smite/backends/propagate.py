@@ -16,7 +16,8 @@ the diffusion backend is measured against. Steps, at a working resolution (long 
    (`method.appearance`), lets pixels that move like the background drop their parts where the carry
    is unsure (`method.motion`: the trail a subject leaves on the ground it walks off), and is snapped
    to its own plate edges (guided filter) as far as the carry is unsure;
-3. the carries from the nearest references on both sides are fused by confidence (`fuse_power`);
+3. the carries from the nearest references on both sides are fused by confidence (`fuse_power`), each
+   side's scaled by how well its coordinates still read what the frame shows (`fuse_match_sigma`);
 4. temporal module (`settings.temporal`): over a 15-frame window along dense flow tracks, the
    weighted median of the neighbours' soft maps, weighted by how far each track is to be trusted (its flow
    tests and its colour agreement, `method.trackfilter`). It replaced SMITE's majority vote plus
@@ -218,6 +219,19 @@ class PropagateBackend(BackendBase):
         return move_parts(maps, backward, forward, prev_rgb, rgb, s.part_shift_ratio, s.part_shift_max_size,
                           s.part_shift_min)
 
+    def fusion_confidence(self, conf: np.ndarray, rgb: np.ndarray, ref_rgb: np.ndarray, coords: np.ndarray) -> np.ndarray:
+        """The carry's confidence `(h, w)` for fusion: scaled by exp(-e / `fuse_match_sigma`), e the patch error.
+
+        e: the colour difference between this frame and its keyframe read through the carried coordinates
+        (`_patch_error`, over the re-matching patch). Of two carries the one whose coordinates still read what
+        the frame shows weighs most; the flow's own tests cannot see a carry that drifted smoothly.
+        """
+        s = self.settings.propagate
+        if s.fuse_match_sigma <= 0:
+            return conf
+        error = _patch_error(ref_rgb, rgb, np.ascontiguousarray(coords[..., :2]), max(1, s.rematch_radius))
+        return conf * np.exp(-error / np.float32(s.fuse_match_sigma))
+
     def step(self, coords: np.ndarray, packed: np.ndarray) -> np.ndarray:
         """Carried coordinates `(h, w, 3)` one frame on, along packed flow `(h, w, [fx, fy, ok])`."""
         s = self.settings.propagate
@@ -415,10 +429,16 @@ class _Sweeps:
     def _rematch(self, coords: np.ndarray, ref: int, i: int) -> np.ndarray:
         if self.backend.settings.propagate.rematch_radius <= 0:
             return coords
+        ref_rgb, ref_grey = self._ref_frame(ref)
+        return self.backend.rematch(coords, self.clip.work(i), ref_rgb, self.clip.match(i, ref_grey))
+
+    def _ref_frame(self, ref: int) -> tuple[np.ndarray, np.ndarray]:
         if ref not in self._ref_frames:
             self._ref_frames[ref] = (self.clip.work(ref), self.clip.grey(ref))
-        ref_rgb, ref_grey = self._ref_frames[ref]
-        return self.backend.rematch(coords, self.clip.work(i), ref_rgb, self.clip.match(i, ref_grey))
+        return self._ref_frames[ref]
+
+    def _ref_rgb(self, ref: int) -> np.ndarray:
+        return self._ref_frame(ref)[0]
 
     def _maps(self, coords: np.ndarray, ref: int, i: int, direction: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame i's (maps (h, w, K), conf (h, w)) read from keyframe `ref` through coordinates carried in `direction`."""
@@ -429,6 +449,7 @@ class _Sweeps:
             maps = b.with_appearance(maps, conf, self._model(ref), self.clip.work(i))
             maps = b.with_motion(maps, conf, self.clip.packed(i, -direction))
             maps = b.snap(maps, self.clip.work(i), conf)
+            conf = b.fusion_confidence(conf, self.clip.work(i), self._ref_rgb(ref), coords)
         return maps, conf
 
     def _model(self, ref: int) -> ColourModel:

@@ -31,6 +31,9 @@ class PropagateSettings:
     # fusion weighs each side's carry by confidence**fuse_power: the surer side decides instead of an average
     # of two carries of which one has lost the part (1 = plain confidence-weighted mean)
     fuse_power: float = ranged(4.0, 1, 16)
+    # ... and by exp(-e / fuse_match_sigma), e the colour error of its coordinates against its keyframe over the
+    # re-matching patch: the side whose carry still reads what the frame shows decides; 0 turns it off
+    fuse_match_sigma: float = ranged(0.3, 0, 10)
     # weight of the references' colour model where the flow carry is unsure
     appearance_weight: float = ranged(1.0, 0, 10)
     # colour histogram bins per channel (32**3 joint RGB bins; 64**3 at most). Finer bins tell a cream dog
