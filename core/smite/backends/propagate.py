@@ -437,9 +437,6 @@ class _Sweeps:
             self._ref_frames[ref] = (self.clip.work(ref), self.clip.grey(ref))
         return self._ref_frames[ref]
 
-    def _ref_rgb(self, ref: int) -> np.ndarray:
-        return self._ref_frame(ref)[0]
-
     def _maps(self, coords: np.ndarray, ref: int, i: int, direction: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame i's (maps (h, w, K), conf (h, w)) read from keyframe `ref` through coordinates carried in `direction`."""
         b = self.backend
@@ -449,7 +446,7 @@ class _Sweeps:
             maps = b.with_appearance(maps, conf, self._model(ref), self.clip.work(i))
             maps = b.with_motion(maps, conf, self.clip.packed(i, -direction))
             maps = b.snap(maps, self.clip.work(i), conf)
-            conf = b.fusion_confidence(conf, self.clip.work(i), self._ref_rgb(ref), coords)
+            conf = b.fusion_confidence(conf, self.clip.work(i), self._ref_frame(ref)[0], coords)
         return maps, conf
 
     def _model(self, ref: int) -> ColourModel:
